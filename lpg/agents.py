@@ -1,0 +1,96 @@
+"""Agent networks: a policy head plus one auxiliary head, over a torso chosen by observation type.
+
+The auxiliary head is the value v(s) for A2C (size 1) and the prediction vector y(s)
+for LPG agents (size m). Torsos: a table for integer (tabular) observations, an MLP
+for vectors, a small conv net for image-like maps. Every agent maps ONE observation
+to `(logits [A], aux [k])`; batching is done with vmap by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import gymnax.environments.spaces as spaces
+import jax.numpy as jnp
+
+
+class TabularAgent(nn.Module):
+    """A table of logits and auxiliary outputs per state, initialised to zero (uniform π)."""
+
+    num_states: int
+    num_actions: int
+    aux_size: int
+
+    @nn.compact
+    def __call__(self, obs):
+        zeros = nn.initializers.zeros
+        logits = nn.Embed(self.num_states, self.num_actions, embedding_init=zeros, name="pi")(obs)
+        aux = nn.Embed(self.num_states, self.aux_size, embedding_init=zeros, name="aux")(obs)
+        return logits, aux
+
+
+class MLPAgent(nn.Module):
+    num_actions: int
+    aux_size: int
+    hidden: Sequence[int] = (64, 64)
+
+    @nn.compact
+    def __call__(self, obs):
+        h = jnp.reshape(obs, (-1,)).astype(jnp.float32)
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))(h)
+        aux = nn.Dense(self.aux_size)(h)
+        return logits, aux
+
+
+class ConvAgent(nn.Module):
+    """Small conv net for [H, W, C] maps (channels-first maps are transposed by `make_agent`)."""
+
+    num_actions: int
+    aux_size: int
+    channels: int = 16
+    hidden: int = 64
+    channels_first: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        x = obs.astype(jnp.float32)
+        if self.channels_first:
+            x = jnp.moveaxis(x, 0, -1)
+        x = nn.relu(nn.Conv(self.channels, (3, 3))(x))
+        h = nn.relu(nn.Dense(self.hidden)(x.reshape(-1)))
+        logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))(h)
+        aux = nn.Dense(self.aux_size)(h)
+        return logits, aux
+
+
+AGENT_KINDS = ("auto", "tabular", "mlp", "conv")
+
+
+def make_agent(env, env_params, aux_size: int, kind: str = "auto", hidden: int = 64) -> nn.Module:
+    """Picks the agent network that fits `env`'s observation space."""
+    if kind not in AGENT_KINDS:
+        raise ValueError(f"agent kind {kind!r} is unknown; allowed: {AGENT_KINDS}")
+    obs_space = env.observation_space(env_params)
+    num_actions = env.action_space(env_params).n
+    if kind == "auto":
+        if isinstance(obs_space, spaces.Discrete):
+            kind = "tabular"
+        elif len(obs_space.shape) == 3:
+            kind = "conv"
+        else:
+            kind = "mlp"
+    if kind == "tabular":
+        if not isinstance(obs_space, spaces.Discrete):
+            raise ValueError(
+                f"a tabular agent needs integer (Discrete) observations; {env.name} has {obs_space}"
+            )
+        return TabularAgent(obs_space.n, num_actions, aux_size)
+    if kind == "conv":
+        if len(obs_space.shape) != 3:
+            raise ValueError(f"a conv agent needs [C,H,W] or [H,W,C] maps; got shape {obs_space.shape}")
+        channels_first = bool(getattr(env, "channels_first", False))
+        return ConvAgent(num_actions, aux_size, hidden=hidden, channels_first=channels_first)
+    return MLPAgent(num_actions, aux_size, hidden=(hidden, hidden))

@@ -1,0 +1,127 @@
+"""The LPG inner loop: an agent (π, y) updated only by what the update rule emits.
+
+    Δθ ∝ E[ ∇θ log π_θ(a|s) π̂  -  α_y ∇θ L(y_θ(s), ŷ) ]
+
+The rule's outputs are constants for the agent's gradient, but they stay functions
+of the rule's parameters η (and of θ through the rule's inputs), so the meta-trainer
+can differentiate θ' = θ + Δθ with respect to η. Per-lifetime hyperparameters
+(γ, learning rate, α_y, β0) are pytree leaves, so lifetimes are a vmap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import distrax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from lpg import agents
+from lpg.a2c import OPTIMIZERS
+from lpg.learner import Learner
+from lpg.rollout import Timestep, Trajectory
+from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, y_loss
+
+
+class Hypers(NamedTuple):
+    """One lifetime's hyperparameters (scalars; a leading axis when batched)."""
+
+    discount: chex.Array
+    learning_rate: chex.Array
+    alpha_y: chex.Array
+    entropy_cost: chex.Array  # β0 of the meta-objective
+
+
+@struct.dataclass
+class AgentState:
+    params: Any
+    opt_state: Any
+
+
+class LPGAgent(NamedTuple):
+    """The pieces of an LPG agent, built once per environment (static)."""
+
+    network: Any  # flax module: obs -> (logits [A], y [m])
+    rule: UpdateRule
+    optimizer_name: str
+    obs0: Any
+
+    def init(self, key: chex.PRNGKey, learning_rate: chex.Array) -> AgentState:
+        params = self.network.init(key, self.obs0)
+        optimizer = optax.inject_hyperparams(OPTIMIZERS[self.optimizer_name])(learning_rate=learning_rate)
+        return AgentState(params, optimizer.init(params))
+
+    def policy_fn(self, params, carry, timestep: Timestep, key):
+        logits, y = self.network.apply(params, timestep.obs)
+        action = distrax.Categorical(logits=logits).sample(seed=key)
+        return action, {}, carry
+
+    def rule_inputs(self, params, traj: Trajectory, discount: chex.Array) -> RuleInputs:
+        """The rule's inputs for one stream (traj leaves [T, ...])."""
+        apply = jax.vmap(lambda o: self.network.apply(params, o))
+        logits, y_t = apply(traj.obs)
+        _, y_tp1 = apply(traj.next_obs)
+        pi_a = jnp.exp(distrax.Categorical(logits=logits).log_prob(traj.action))
+        return RuleInputs(
+            r_t=traj.reward,
+            d_t=traj.terminated.astype(jnp.float32),
+            done_t=traj.done.astype(jnp.float32),
+            discount=jnp.broadcast_to(discount, traj.reward.shape),
+            pi_a_t=pi_a,
+            y_t=y_t,
+            y_tp1=y_tp1,
+        )
+
+    def update(self, rule_params, state: AgentState, traj: Trajectory, hypers: Hypers):
+        """One inner update from a [T, B] trajectory; returns the new state and the rule's outputs."""
+        inputs = jax.vmap(self.rule_inputs, in_axes=(None, 1, None))(state.params, traj, hypers.discount)
+        pi_hat, y_hat = jax.vmap(lambda x: self.rule.apply(rule_params, x))(inputs)  # [B, T], [B, T, m]
+        kind = self.rule.config.y_loss
+
+        def surrogate(params):
+            # π̂ and ŷ were computed from the outer `state.params`: constants for this gradient.
+            def stream(traj_b, pi_hat_b, y_hat_b):
+                logits, y = jax.vmap(lambda o: self.network.apply(params, o))(traj_b.obs)
+                log_pi = distrax.Categorical(logits=logits).log_prob(traj_b.action)
+                return jnp.mean(log_pi * pi_hat_b - hypers.alpha_y * y_loss(y, y_hat_b, kind))
+
+            return -jnp.mean(jax.vmap(stream, in_axes=(1, 0, 0))(traj, pi_hat, y_hat))
+
+        grads = jax.grad(surrogate)(state.params)
+        optimizer = optax.inject_hyperparams(OPTIMIZERS[self.optimizer_name])(learning_rate=0.0)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return AgentState(optax.apply_updates(state.params, updates), opt_state), (pi_hat, y_hat)
+
+
+def make_lpg_agent(env, env_params, rule_config: RuleConfig, agent: str = "auto",
+                   optimizer: str = "sgd", hidden: int = 64) -> LPGAgent:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"agent optimizer {optimizer!r} is unknown; allowed: {tuple(OPTIMIZERS)}")
+    network = agents.make_agent(env, env_params, aux_size=rule_config.y_size, kind=agent, hidden=hidden)
+    obs0, _ = env.reset(jax.random.PRNGKey(0), env_params)
+    return LPGAgent(network, UpdateRule(rule_config), optimizer, obs0)
+
+
+def make_lpg_learner(lpg_agent: LPGAgent, rule_params, hypers: Hypers) -> Learner:
+    """An agent trained by a fixed (learned) rule, in the common `Learner` form."""
+
+    def update(state: AgentState, traj: Trajectory):
+        state, (pi_hat, y_hat) = lpg_agent.update(rule_params, state, traj, hypers)
+        return state, {"pi_hat": jnp.mean(pi_hat), "y_hat": jnp.mean(y_hat)}
+
+    return Learner(
+        init=lambda key: lpg_agent.init(key, hypers.learning_rate),
+        policy_fn=lpg_agent.policy_fn,
+        policy_params=lambda s: s.params,
+        update=update,
+    )
+
+
+def init_rule(rule_config: RuleConfig, key: chex.PRNGKey, horizon: int = 2):
+    """Initial rule parameters (shapes do not depend on the trajectory length)."""
+    m = rule_config.y_size
+    dummy = RuleInputs(*(jnp.zeros((horizon,)) for _ in range(5)), jnp.zeros((horizon, m)), jnp.zeros((horizon, m)))
+    return UpdateRule(rule_config).init(key, dummy)

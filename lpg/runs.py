@@ -1,0 +1,142 @@
+"""Run directories: resolved config, JSONL metrics, orbax checkpoints, resume, progress.
+
+Every long job (A2C training, LPG meta-training, RL² training) is a host loop over
+jitted chunks; `host_loop` runs it, printing progress and writing metrics between
+chunks and checkpointing every `checkpoint_every` chunks. A killed job restarted
+with the same run directory resumes from its last checkpoint and continues exactly
+where it stopped (metrics logged after that checkpoint are dropped and redone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def config_to_dict(config: Any) -> Any:
+    if dataclasses.is_dataclass(config):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [config_to_dict(c) for c in config]
+    return config
+
+
+def _to_python(x: Any) -> Any:
+    x = np.asarray(x)
+    if x.ndim == 0:
+        v = x.item()
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    return x.tolist()
+
+
+class RunDir:
+    """A run's folder: `config.json`, `metrics.jsonl`, `checkpoints/`."""
+
+    def __init__(self, path: str | os.PathLike, config: Any, resume: bool = True, max_to_keep: int = 2):
+        self.path = Path(path).absolute()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.path / "metrics.jsonl"
+        config_path = self.path / "config.json"
+        resolved = config_to_dict(config)
+        if config_path.exists() and resume:
+            saved = json.loads(config_path.read_text())
+            if saved != json.loads(json.dumps(resolved)):
+                raise ValueError(
+                    f"{self.path} holds a run with a different config; resume it with the same "
+                    f"config, pick another --run-dir, or pass --no-resume to start over.\n"
+                    f"saved:   {saved}\nrequested: {resolved}"
+                )
+        if not resume and self.path.exists():
+            for name in ("metrics.jsonl",):
+                (self.path / name).unlink(missing_ok=True)
+        config_path.write_text(json.dumps(resolved, indent=2) + "\n")
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self.checkpoints = ocp.CheckpointManager(self.path / "checkpoints", options=options)
+        if not resume:
+            for step in self.checkpoints.all_steps():
+                self.checkpoints.delete(step)
+
+    def latest_step(self) -> int | None:
+        return self.checkpoints.latest_step()
+
+    def restore(self, template: Any) -> tuple[Any, int] | None:
+        """Restores the latest checkpoint into `template`'s structure; drops later metrics."""
+        step = self.checkpoints.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        state = self.checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
+        if self.metrics_path.exists():
+            kept = [
+                line for line in self.metrics_path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= step
+            ]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        return state, step
+
+    def save(self, step: int, state: Any) -> None:
+        self.checkpoints.save(step, args=ocp.args.StandardSave(state))
+
+    def log(self, records: list[dict]) -> None:
+        with self.metrics_path.open("a") as f:
+            for record in records:
+                f.write(json.dumps({k: _to_python(v) for k, v in record.items()}) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def close(self) -> None:
+        self.checkpoints.wait_until_finished()
+        self.checkpoints.close()
+
+
+def host_loop(
+    run: RunDir | None,
+    state: Any,
+    run_chunk: Callable[[Any], tuple[Any, dict]],
+    num_chunks: int,
+    records: Callable[[int, dict], list[dict]],
+    describe: Callable[[dict], str],
+    checkpoint_every: int = 1,
+    start_chunk: int = 0,
+    quiet: bool = False,
+) -> Any:
+    """Runs chunks `start_chunk..num_chunks-1` of a job, logging and checkpointing between them.
+
+    `run_chunk(state) -> (state, metrics)` is jitted by the caller. `records(chunk, metrics)`
+    turns a chunk's metrics into JSONL rows (each with a "step"); `describe(last_row)` is the
+    one-line progress message. Checkpoints are indexed by completed chunks.
+    """
+    t0, steps_done = time.time(), 0
+    for chunk in range(start_chunk, num_chunks):
+        state, metrics = run_chunk(state)
+        metrics = jax.device_get(metrics)
+        rows = records(chunk, metrics)
+        steps_done += 1
+        if run is not None:
+            run.log(rows)
+            if (chunk + 1) % checkpoint_every == 0 or chunk + 1 == num_chunks:
+                run.save(chunk + 1, state)
+        if not quiet:
+            elapsed = time.time() - t0
+            eta = elapsed / steps_done * (num_chunks - chunk - 1)
+            print(
+                f"[{chunk + 1}/{num_chunks}] {describe(rows[-1])} | {elapsed:.0f}s elapsed, ~{eta:.0f}s left",
+                file=sys.stderr,
+                flush=True,
+            )
+    if run is not None:
+        run.checkpoints.wait_until_finished()
+    return state

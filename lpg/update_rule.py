@@ -1,0 +1,99 @@
+"""The meta-learned update rule of LPG: a backward LSTM over one trajectory.
+
+Per step it reads x_t = [r_t, d_t, γ, π(a_t|s_t), φ(y(s_t)), φ(y(s_t+1))], where φ is
+one small embedding (Dense(16) -> ReLU -> Dense(1)) shared by both y inputs, and
+emits a scalar π̂_t and a target ŷ_t ∈ [0,1]^m (sigmoid; MSE target) or a softmax
+target (KL mode). The LSTM runs from the last step to the first, and its state is
+reset where an episode ends, so π̂_t depends on steps t, t+1, ... up to the end of
+t's episode and on nothing before t.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Y_LOSSES = ("mse", "kl")
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleConfig:
+    hidden: int = 256  # LSTM units
+    y_size: int = 30  # m
+    embed: int = 16  # width of φ's hidden layer
+    y_loss: str = "mse"  # "mse": ŷ ∈ [0,1]^m, squared error; "kl": softmax y, KL(ŷ || y) (the paper's form)
+
+    def __post_init__(self):
+        if self.y_loss not in Y_LOSSES:
+            raise ValueError(f"RuleConfig.y_loss={self.y_loss!r} is unknown; allowed: {Y_LOSSES}")
+        if self.hidden < 1 or self.y_size < 1 or self.embed < 1:
+            raise ValueError(f"RuleConfig sizes must be >= 1 (got {self})")
+
+
+class RuleInputs(NamedTuple):
+    """One trajectory's inputs to the rule, every field [T] or [T, m]."""
+
+    r_t: chex.Array  # reward after a_t
+    d_t: chex.Array  # 1 if s_t+1 is terminal (no bootstrap)
+    done_t: chex.Array  # 1 if the episode ended at t (terminal or truncated): LSTM reset
+    discount: chex.Array  # γ of this lifetime, broadcast to [T]
+    pi_a_t: chex.Array  # π(a_t|s_t)
+    y_t: chex.Array  # y(s_t) [T, m]
+    y_tp1: chex.Array  # y(s_t+1), pre-reset observation [T, m]
+
+
+class UpdateRule(nn.Module):
+    """(RuleInputs [T]) -> (π̂ [T], ŷ [T, m]); the backward LSTM."""
+
+    config: RuleConfig
+
+    @nn.compact
+    def __call__(self, inputs: RuleInputs):
+        cfg = self.config
+        phi = nn.Sequential([nn.Dense(cfg.embed), nn.relu, nn.Dense(1)], name="phi")
+        y_in = inputs.y_t if cfg.y_loss == "mse" else jax.nn.softmax(inputs.y_t)
+        y_next_in = inputs.y_tp1 if cfg.y_loss == "mse" else jax.nn.softmax(inputs.y_tp1)
+        x = jnp.concatenate(
+            [
+                inputs.r_t[:, None],
+                inputs.d_t[:, None],
+                inputs.discount[:, None],
+                inputs.pi_a_t[:, None],
+                phi(y_in),
+                phi(y_next_in),
+            ],
+            axis=-1,
+        ).astype(jnp.float32)
+
+        cell = nn.OptimizedLSTMCell(cfg.hidden, name="lstm")
+        zeros = cell.initialize_carry(jax.random.PRNGKey(0), x[0].shape)
+
+        def step(cell, carry, xs):
+            x_t, done_t = xs
+            # Reading backwards: the state arriving from t+1 belongs to the next episode if t ended one.
+            carry = jax.tree.map(lambda c, z: jnp.where(done_t, z, c), carry, zeros)
+            carry, h = cell(carry, x_t)
+            return carry, h
+
+        scan = nn.scan(
+            step, variable_broadcast="params", split_rngs={"params": False}, reverse=True
+        )
+        _, h = scan(cell, zeros, (x, inputs.done_t.astype(bool)))
+        h = nn.relu(h)
+        pi_hat = nn.Dense(1, name="pi_hat")(h)[:, 0]
+        y_logits = nn.Dense(cfg.y_size, name="y_hat")(h)
+        y_hat = jax.nn.sigmoid(y_logits) if cfg.y_loss == "mse" else jax.nn.softmax(y_logits)
+        return pi_hat, y_hat
+
+
+def y_loss(y: chex.Array, y_hat: chex.Array, kind: str) -> chex.Array:
+    """Per-step loss of the agent's prediction y [.., m] towards the rule's target ŷ [.., m]."""
+    if kind == "mse":
+        return jnp.sum((y - y_hat) ** 2, axis=-1)
+    log_y = jax.nn.log_softmax(y)
+    return jnp.sum(y_hat * (jnp.log(jnp.clip(y_hat, 1e-8)) - log_y), axis=-1)  # KL(ŷ || softmax y)
