@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import integrate, stats
 
+from envs.bandits import swapped_evidence, swapped_posterior
 from envs.hidden_goal import ACTION_DELTAS
 
 
@@ -321,31 +322,24 @@ def make_random(num_actions: int) -> BaselinePolicy:
 
 class SwappedTableParams(NamedTuple):
     q_table: jax.Array  # [T, 2T + 1, 2]
-    log_likelihood_ratio: jax.Array  # () log(hi / lo)
-
-
-def swapped_evidence_step(timestep) -> jax.Array:
-    """+1 if the last pull was evidence for "arm 0 is good", else -1 (0 on the first step)."""
-    success = timestep.prev_reward > 0.5
-    step = jnp.where((timestep.prev_action == 0) == success, 1, -1)
-    return jnp.where(timestep.first, 0, step)
+    reward_prob: jax.Array  # () p
 
 
 def swapped_bayes_optimal_policy(params: SwappedTableParams, carry, timestep, key):
     """Carry `[2]` int: (evidence e, pulls t). Action = argmax of the DP's Q(t, e)."""
-    evidence = carry[0] + swapped_evidence_step(timestep)
+    step = swapped_evidence(timestep.prev_action, timestep.prev_reward)
+    evidence = carry[0] + jnp.where(timestep.first, 0, step)
     t = jnp.where(timestep.first, 0, carry[1] + 1)
     horizon = params.q_table.shape[0]
     q = params.q_table[jnp.minimum(t, horizon - 1), jnp.clip(evidence + horizon, 0, 2 * horizon)]
-    belief = jax.nn.sigmoid(evidence * params.log_likelihood_ratio)[None]
+    belief = swapped_posterior(evidence, params.reward_prob)
     return jnp.argmax(q), {"belief": belief, "q_values": q}, jnp.stack([evidence, t])
 
 
 def make_swapped_bayes_optimal(solution: SwappedBanditSolution) -> BaselinePolicy:
-    p = solution.reward_prob
     params = SwappedTableParams(
         q_table=jnp.asarray(solution.q_table, jnp.float32),
-        log_likelihood_ratio=jnp.asarray(np.log(max(p, 1 - p) / min(p, 1 - p)), jnp.float32),
+        reward_prob=jnp.asarray(solution.reward_prob, jnp.float32),
     )
     return BaselinePolicy(swapped_bayes_optimal_policy, params, jnp.zeros((2,), jnp.int32))
 

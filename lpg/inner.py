@@ -118,10 +118,3 @@ def make_lpg_learner(lpg_agent: LPGAgent, rule_params, hypers: Hypers) -> Learne
         policy_params=lambda s: s.params,
         update=update,
     )
-
-
-def init_rule(rule_config: RuleConfig, key: chex.PRNGKey, horizon: int = 2):
-    """Initial rule parameters (shapes do not depend on the trajectory length)."""
-    m = rule_config.y_size
-    dummy = RuleInputs(*(jnp.zeros((horizon,)) for _ in range(5)), jnp.zeros((horizon, m)), jnp.zeros((horizon, m)))
-    return UpdateRule(rule_config).init(key, dummy)

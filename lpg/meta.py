@@ -27,11 +27,12 @@ import numpy as np
 import optax
 from flax import struct
 
+from envs.sources import level_sampler
 from lpg import rollout as engine
 from lpg.a2c import lambda_returns, make_optimizer
 from lpg.agents import make_agent, AGENT_KINDS
-from lpg.inner import AgentState, Hypers, LPGAgent, init_rule, make_lpg_agent
-from lpg.update_rule import RuleConfig
+from lpg.inner import AgentState, Hypers, LPGAgent, make_lpg_agent
+from lpg.update_rule import RuleConfig, init_rule
 
 
 class Source(NamedTuple):
@@ -40,6 +41,11 @@ class Source(NamedTuple):
     name: str
     env: Any
     sample_params: Callable[[chex.PRNGKey], Any]
+
+
+def sources_for(names: Sequence[str]) -> list[Source]:
+    """Training sources by name (see `envs.sources.source_names()`)."""
+    return [Source(name, *level_sampler(name)) for name in names]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -250,3 +250,84 @@ class WithPosterior:
         # info["posterior"] is the posterior after the transition, i.e. of the pre-reset state
         final = {"obs": info["final_observation"], "posterior": info["posterior"].astype(jnp.float32)}
         return self._wrap(obs, state), state, reward, terminated, truncated, {**info, "final_observation": final}
+
+
+class Actor(NamedTuple):
+    """A policy in the engine's form with its params and initial carry (like `lpg.bayes.BaselinePolicy`)."""
+
+    policy_fn: Callable
+    params: Any
+    init_carry: Any
+    reads_posterior: bool = False  # gets the wrapped observation {"obs", "posterior"}
+
+
+def _with_obs(timestep, obs):
+    return timestep._replace(obs=obs)
+
+
+def watched_policy(actor: Actor, watchers: dict[str, Actor]) -> Actor:
+    """`actor` acts on the wrapped env's plain observation; each watcher reads the same
+    history (its own action is discarded) and its policy_out is reported under its name.
+    policy_out also holds the posterior before acting (`"posterior"`) and the observation."""
+
+    def policy_fn(params, carry, timestep, key):
+        keys = jax.random.split(key, len(watchers) + 1)
+        plain = _with_obs(timestep, timestep.obs["obs"])
+        seen = timestep if actor.reads_posterior else plain
+        action, out, actor_carry = actor.policy_fn(params[0], carry[0], seen, keys[0])
+        outs, carries = {"actor": out}, [actor_carry]
+        for (name, watcher), k, p, c in zip(watchers.items(), keys[1:], params[1:], carry[1:]):
+            _, watcher_out, c = watcher.policy_fn(p, c, plain, k)
+            outs[name] = watcher_out
+            carries.append(c)
+        outs["posterior"] = timestep.obs["posterior"]
+        outs["obs"] = timestep.obs["obs"]
+        return action, outs, tuple(carries)
+
+    params = (actor.params,) + tuple(w.params for w in watchers.values())
+    init_carry = (actor.init_carry,) + tuple(w.init_carry for w in watchers.values())
+    return Actor(policy_fn, params, init_carry)
+
+
+def run_trials(env, env_params, actor: Actor, key: chex.PRNGKey, num_trials: int, trial_len: int,
+               watchers: dict[str, Actor] | None = None) -> dict:
+    """One trial in each of `num_trials` streams (fresh tasks from `key`), on-policy for `actor`.
+
+    The same `key` gives the same tasks and the same environment randomness to every actor
+    (common random numbers), so returns of different policies are compared pairwise.
+    Returns numpy arrays shaped [N, T, ...]: "reward", "action", "first", "posterior"
+    (before acting), "obs", and the policy_out of the actor ("actor") and of each watcher.
+    """
+    from lpg import rollout as engine  # local: probes' maths does not need the engine
+
+    wrapped = WithPosterior(env)
+    policy = watched_policy(actor, watchers or {})
+    key_reset, key_run = jax.random.split(key)
+
+    @jax.jit
+    def go(params):
+        state = engine.reset(wrapped, env_params, key_reset, num_trials, policy.init_carry)
+        _, traj = engine.rollout(wrapped, env_params, policy.policy_fn, params, state, key_run,
+                                 trial_len, policy.init_carry)
+        return traj
+
+    traj = jax.device_get(go(policy.params))
+    if not np.asarray(traj.first)[0].all() or np.asarray(traj.first)[1:].any():
+        raise ValueError(f"trial_len={trial_len} does not match the environment's trial length")
+    swap = lambda x: np.swapaxes(np.asarray(x), 0, 1)  # [T, N, ...] -> [N, T, ...]
+    out = {name: jax.tree.map(swap, value) for name, value in traj.policy_out.items()}
+    out.update(reward=swap(traj.reward), action=swap(traj.action), first=swap(traj.first))
+    return out
+
+
+def agreement(actions: np.ndarray, q_values: np.ndarray, tol: float = 1e-5) -> float:
+    """Fraction of steps whose action is among the argmax actions of `q_values` [..., A]."""
+    q = np.asarray(q_values)
+    chosen = np.take_along_axis(q, np.asarray(actions)[..., None].astype(int), -1)[..., 0]
+    return float((chosen >= q.max(-1) - tol).mean())
+
+
+def paired_gap(returns_a: np.ndarray, returns_b: np.ndarray) -> tuple[float, float]:
+    """Mean of a - b over trials (same tasks) and its standard error."""
+    diff = np.asarray(returns_a, np.float64) - np.asarray(returns_b, np.float64)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))

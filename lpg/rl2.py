@@ -145,9 +145,10 @@ def example_timestep(env, env_params) -> Timestep:
     return Timestep(obs, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32), jnp.ones((), bool))
 
 
-def make_policy(network: RL2Network, greedy: bool = False):
-    """The engine policy: samples a ~ π(·|h_t); policy_out keeps the carry it was given
-    (the loss re-runs the RNN from the window's first one) and the new hidden features."""
+def make_policy(network: RL2Network, greedy: bool = False, with_hidden: bool = False):
+    """The engine policy: samples a ~ π(·|h_t) (argmax if `greedy`). policy_out keeps the carry
+    it was given (the loss re-runs the RNN from a window's first one), or, `with_hidden`, the
+    hidden features after reading this step's input instead (what the analysis probes)."""
 
     def policy_fn(params, carry, timestep: Timestep, key):
         carry_in = carry
@@ -156,7 +157,11 @@ def make_policy(network: RL2Network, greedy: bool = False):
             action = jnp.argmax(logits)
         else:
             action = distrax.Categorical(logits=logits).sample(seed=key)
-        return action, {"logits": logits, "value": value, "carry": carry_in}, carry
+        if with_hidden:
+            out = {"logits": logits, "value": value, "hidden": hidden_features(carry)}
+        else:
+            out = {"logits": logits, "value": value, "carry": carry_in}
+        return action, out, carry
 
     return policy_fn
 

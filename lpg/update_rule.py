@@ -11,12 +11,15 @@ t's episode and on nothing before t.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import serialization
 
 Y_LOSSES = ("mse", "kl")
 
@@ -58,15 +61,8 @@ class UpdateRule(nn.Module):
         phi = nn.Sequential([nn.Dense(cfg.embed), nn.relu, nn.Dense(1)], name="phi")
         y_in = inputs.y_t if cfg.y_loss == "mse" else jax.nn.softmax(inputs.y_t)
         y_next_in = inputs.y_tp1 if cfg.y_loss == "mse" else jax.nn.softmax(inputs.y_tp1)
-        x = jnp.concatenate(
-            [
-                inputs.r_t[:, None],
-                inputs.d_t[:, None],
-                inputs.discount[:, None],
-                inputs.pi_a_t[:, None],
-                phi(y_in),
-                phi(y_next_in),
-            ],
+        x = jnp.stack(
+            [inputs.r_t, inputs.d_t, inputs.discount, inputs.pi_a_t, phi(y_in)[:, 0], phi(y_next_in)[:, 0]],
             axis=-1,
         ).astype(jnp.float32)
 
@@ -97,3 +93,29 @@ def y_loss(y: chex.Array, y_hat: chex.Array, kind: str) -> chex.Array:
         return jnp.sum((y - y_hat) ** 2, axis=-1)
     log_y = jax.nn.log_softmax(y)
     return jnp.sum(y_hat * (jnp.log(jnp.clip(y_hat, 1e-8)) - log_y), axis=-1)  # KL(ŷ || softmax y)
+
+
+def init_rule(rule_config: RuleConfig, key: chex.PRNGKey, horizon: int = 2):
+    """Initial rule parameters (shapes do not depend on the trajectory length)."""
+    m = rule_config.y_size
+    dummy = RuleInputs(*(jnp.zeros((horizon,)) for _ in range(5)), jnp.zeros((horizon, m)), jnp.zeros((horizon, m)))
+    return UpdateRule(rule_config).init(key, dummy)
+
+
+def save_rule(path: str | Path, params: Any, config: RuleConfig) -> Path:
+    """Writes a learned rule to `path` (a .msgpack of parameters) and its config beside it (.json)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(serialization.to_bytes(jax.device_get(params)))
+    path.with_suffix(".json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    return path
+
+
+def load_rule(path: str | Path) -> tuple[Any, RuleConfig]:
+    """Reads a rule written by `save_rule`: returns (params, config)."""
+    path = Path(path)
+    if not path.exists() or not path.with_suffix(".json").exists():
+        raise FileNotFoundError(f"no saved rule at {path} (expected {path.name} and {path.with_suffix('.json').name})")
+    config = RuleConfig(**json.loads(path.with_suffix(".json").read_text()))
+    template = init_rule(config, jax.random.PRNGKey(0))
+    return serialization.from_bytes(template, path.read_bytes()), config

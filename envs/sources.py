@@ -1,0 +1,65 @@
+"""Level samplers by name: what a lifetime draws its level from.
+
+`level_sampler(name) -> (env, sample_params)` where `sample_params(key)` is jittable.
+Named grids always return their one level; chains draw a length and a good branch per
+lifetime; "generated" draws from the level generator's training family and
+"generated_heldout" from its disjoint held-out family.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+
+from envs.chain import CHAIN_KINDS, DelayedChain, sample_chain
+from envs.gridworld import LevelSpec
+from envs.levels import NAMED_GRIDS, LevelDistribution, make_named_grid, sample_level
+from envs.probe import ContextualBandit
+
+# Extra small levels that are not in the paper, for quick CPU runs and tests.
+EXTRA_GRIDS: dict[str, LevelSpec] = {
+    "tabular_small": LevelSpec(height=5, width=5, objects=((1.0, 1.0, 0.0), (-1.0, 1.0, 0.0)),
+                               placement="fixed", max_steps=20, seed=5),
+}
+
+DEFAULT_DISTRIBUTION = LevelDistribution()
+
+
+def _constant(params):
+    return lambda key: params
+
+
+def level_sampler(name: str, distribution: LevelDistribution = DEFAULT_DISTRIBUTION) -> tuple[Any, Callable]:
+    """(env, sample_params) for a training/evaluation source called `name`."""
+    if name in NAMED_GRIDS:
+        env, params = make_named_grid(name)
+        return env, _constant(params)
+    if name in EXTRA_GRIDS:
+        from envs.gridworld import smallest_gridworld
+
+        env = smallest_gridworld([EXTRA_GRIDS[name]])
+        return env, _constant(EXTRA_GRIDS[name].build(env))
+    if name.startswith("chain_") and name[len("chain_"):] in CHAIN_KINDS:
+        kind = name[len("chain_"):]
+        env = DelayedChain(max_length=50, obs_mode=CHAIN_KINDS[kind][3])
+        return env, functools.partial(sample_chain, kind=kind, max_length=50)
+    if name in ("generated", "generated_heldout"):
+        family = "train" if name == "generated" else "heldout"
+        return distribution.env(), functools.partial(sample_level, dist=distribution, family=family)
+    if name == "probe":
+        env = ContextualBandit(num_states=4, num_actions=3)
+        return env, env.sample_params
+    raise ValueError(f"unknown level source {name!r}; allowed: {sorted(source_names())}")
+
+
+def source_names() -> list[str]:
+    chains = [f"chain_{k}" for k in CHAIN_KINDS]
+    return [*NAMED_GRIDS, *EXTRA_GRIDS, *chains, "generated", "generated_heldout", "probe"]
+
+
+def sample_many(name: str, key: jax.Array, n: int):
+    """n levels of source `name`, stacked on a leading axis (for vmapped evaluation)."""
+    env, sample = level_sampler(name)
+    return env, jax.vmap(sample)(jax.random.split(key, n))

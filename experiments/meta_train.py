@@ -1,0 +1,124 @@
+"""Meta-train an LPG update rule.
+
+    python -m experiments.meta_train --preset quick            # minutes on a 2-core CPU
+    python -m experiments.meta_train --preset paper --run-dir runs/paper   # accelerator scale
+
+Progress is printed per chunk; metrics go to RUN_DIR/metrics.jsonl, checkpoints to
+RUN_DIR/checkpoints (resumed automatically), the rule to RUN_DIR/rule.msgpack.
+Several hosts: start the same command on each with --distributed (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from experiments.cli import add_common_args, apply_overrides, pick_preset
+from experiments.presets import META_PRESETS
+from lpg import sharding
+from lpg.meta import MetaConfig, make_meta_trainer, sources_for
+from lpg.runs import RunDir, host_loop
+from lpg.update_rule import save_rule
+
+
+def chunk_records(config: MetaConfig, chunk: int, metrics: dict) -> list[dict]:
+    """One JSONL row per meta-step of a chunk."""
+    rows = []
+    for i in range(config.steps_per_chunk):
+        step = chunk * config.steps_per_chunk + i + 1
+        row = {"step": step, "env_steps": step * config.env_steps_per_meta_step}
+        row.update({k: np.asarray(v)[i] for k, v in metrics.items()})
+        rows.append(row)
+    return rows
+
+
+def describe(config: MetaConfig, rates: list[float]):
+    def text(row: dict) -> str:
+        parts = [f"meta-step {row['step']}", f"meta-loss {row['meta_loss']:.3f}"]
+        for name in config.envs:
+            parts.append(f"{name} return {row[f'{name}/episode_return']:.2f}")
+        if rates:
+            parts.append(f"{rates[-1]:,.0f} steps/s")
+        if row.get("skipped_updates"):
+            parts.append(f"skipped {row['skipped_updates']} non-finite")
+        return " | ".join(parts)
+
+    return text
+
+
+def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, devices: int | None = None,
+               quiet: bool = False):
+    """Runs (or resumes) meta-training; returns (final MetaState, trainer)."""
+    mesh = sharding.lifetime_mesh(devices)
+    sharding.check_divisible(config.lifetimes_per_env, mesh)
+    trainer = make_meta_trainer(config, sources_for(config.envs))
+    abstract = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed))
+    shardings = sharding.meta_state_shardings(abstract, mesh)
+    init = jax.jit(trainer.init, out_shardings=shardings)
+    run_chunk = jax.jit(trainer.run, in_shardings=(shardings,), out_shardings=(shardings, None), donate_argnums=0)
+
+    is_main = jax.process_index() == 0
+    run = RunDir(run_dir, config, resume=resume) if run_dir else None
+    state = init(jax.random.PRNGKey(config.seed))
+    start = 0
+    if run is not None and resume:
+        restored = run.restore(state)
+        if restored is not None:
+            state, start = restored
+            if is_main and not quiet:
+                print(f"resuming {run.path} after chunk {start}", file=sys.stderr)
+
+    num_chunks = config.num_meta_steps // config.steps_per_chunk
+    rates: list[float] = []
+    clock = [time.time()]
+
+    def timed_chunk(s):
+        s, m = run_chunk(s)
+        m = sharding.to_host(m)
+        now = time.time()
+        rates.append(config.env_steps_per_meta_step * config.steps_per_chunk / (now - clock[0]))
+        clock[0] = now
+        return s, m
+
+    def records(chunk, metrics):
+        rows = chunk_records(config, chunk, metrics)
+        rows[-1]["steps_per_second"] = rates[-1]
+        return rows
+
+    state = host_loop(
+        run if is_main else None, state, timed_chunk, num_chunks, records, describe(config, rates),
+        checkpoint_every=config.checkpoint_every, start_chunk=start, quiet=quiet or not is_main,
+    )
+    if run is not None and is_main:
+        save_rule(run.path / "rule.msgpack", sharding.to_host(state.rule_params), config.rule)
+        run.close()
+    return state, trainer
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, META_PRESETS, default="quick")
+    parser.add_argument("--devices", type=int, default=None, help="number of local devices to shard over (default all)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="join jax.distributed (multi-host); set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID")
+    args = parser.parse_args(argv)
+    if args.distributed:
+        sharding.initialize_distributed()
+    try:
+        config = apply_overrides(pick_preset(META_PRESETS, args.preset), args.set)
+    except ValueError as e:
+        parser.error(str(e))
+    run_dir = args.run_dir or f"runs/meta_{args.preset}"
+    print(f"meta-training preset {args.preset!r} on {jax.device_count()} {jax.devices()[0].platform} device(s) "
+          f"-> {run_dir}", file=sys.stderr)
+    meta_train(config, run_dir, resume=not args.no_resume, devices=args.devices)
+    print(f"rule saved to {Path(run_dir) / 'rule.msgpack'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
