@@ -73,6 +73,11 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
             if is_main and not quiet:
                 print(f"resuming {run.path} after chunk {start}", file=sys.stderr)
 
+    t0 = time.time()
+    run_chunk = run_chunk.lower(state).compile()
+    if is_main and not quiet:
+        print(f"compiled a chunk of {config.steps_per_chunk} meta-steps in {time.time() - t0:.1f}s", file=sys.stderr)
+
     num_chunks = config.num_meta_steps // config.steps_per_chunk
     rates: list[float] = []
     clock = [time.time()]

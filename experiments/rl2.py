@@ -186,15 +186,74 @@ def make_suite(config: EnvConfig) -> Suite:
                      lambda posterior: {"P(arm 0 is good)": posterior[:, 0]})
     env, params = hidden_goal.make_hidden_goal(size=config.grid_size, max_steps_in_episode=T)
     oracle_env, _ = hidden_goal.make_hidden_goal(size=config.grid_size, reveal_task=True)
-    baselines = {"posterior_sampling": bayes.make_hidden_goal_posterior_sampling(env),
-                 "random": bayes.make_random(env.num_actions)}
+    value, q_table = hidden_goal_bayes_optimal(env, params, T)
+    baselines = {"bayes_optimal": make_hidden_goal_bayes_optimal(env, q_table),
+                 "posterior_sampling": probes.Actor(*bayes.make_hidden_goal_posterior_sampling(env)),
+                 "random": probes.Actor(*bayes.make_random(env.num_actions))}
 
     def views(posterior):
         entropy = -(posterior * np.log(np.where(posterior > 0, posterior, 1.0))).sum(-1)
         return {"posterior entropy (nats)": entropy, "P(goal = corner 0)": posterior[:, 0]}
 
+    # the oracle walks the shortest path to the goal again and again: floor(T / distance) rewards
+    distance = np.abs(np.asarray(params.candidates) - np.asarray(params.start)).sum(-1)
+    exact = {"bayes_optimal": value, "oracle": float(np.mean(T // distance))}
     return Suite(env, params, oracle_env, probes.Actor(*bayes.make_hidden_goal_oracle(oracle_env)),
-                 {k: probes.Actor(*v) for k, v in baselines.items()}, None, {}, views)
+                 baselines, "bayes_optimal", exact, views)
+
+
+def hidden_goal_bayes_optimal(env, params, T: int) -> tuple[float, np.ndarray]:
+    """Exact finite-horizon DP for the hidden-goal grid over (t, cell, candidates alive).
+
+    The posterior is uniform over the alive candidates, so the belief is (cell, alive mask):
+    entering an alive candidate finds the goal with probability 1 / |alive| (+1, back to the
+    start, alive = {it}), else rules it out. Returns the expected return from the start and
+    Q-values `[T, size², 2^G, 5]` (mask bit g = candidate g alive; empty masks unused).
+    (Belongs with the other exact baselines in lpg.bayes; kept here until it moves.)
+    """
+    size, num_candidates = env.size, env.num_candidates
+    candidates = np.asarray(params.candidates)
+    start = np.asarray(params.start)
+    deltas = np.asarray(hidden_goal.ACTION_DELTAS)
+    cells = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1).reshape(-1, 2)
+    entered = np.clip(cells[:, None, :] + deltas[None], 0, size - 1)  # [S, A, 2]
+    entered_index = entered[..., 0] * size + entered[..., 1]
+    # which candidate (if any) each (cell, action) enters: [S, A], -1 for none
+    hits = (entered[:, :, None, :] == candidates[None, None]).all(-1)
+    hit = np.where(hits.any(-1), hits.argmax(-1), -1)
+    masks = np.arange(2**num_candidates)
+    alive = (masks[:, None] >> np.arange(num_candidates)) & 1  # [M, G]
+    count = alive.sum(-1)
+    start_index = start[0] * size + start[1]
+    value = np.zeros((size * size, len(masks)))  # V_T = 0
+    q_table = np.zeros((T, size * size, len(masks), 5))
+    for t in range(T - 1, -1, -1):
+        q = value[entered_index][:, :, :]  # [S, A, M]: nothing found, mask unchanged
+        q = np.moveaxis(q, 1, 2)  # [S, M, A]
+        for g in range(num_candidates):
+            s_idx, a_idx = np.nonzero(hit == g)
+            for m in masks[alive[:, g] == 1]:
+                p_found = 1.0 / count[m]
+                found = 1.0 + value[start_index, 1 << g]
+                ruled_out = value[entered_index[s_idx, a_idx], m & ~(1 << g)] if count[m] > 1 else 0.0
+                q[s_idx, m, a_idx] = p_found * found + (1.0 - p_found) * ruled_out
+        q_table[t] = q
+        value = q.max(-1)
+    return float(value[start_index, len(masks) - 1]), q_table.astype(np.float32)
+
+
+def make_hidden_goal_bayes_optimal(env, q_table: np.ndarray) -> probes.Actor:
+    """Table-lookup Bayes-optimal policy; reads the posterior from the `WithPosterior` observation."""
+    size, num_candidates, T = env.size, env.num_candidates, q_table.shape[0]
+
+    def policy_fn(q, t, timestep, key):
+        t = jnp.where(timestep.first, 0, t + 1)
+        cell = jnp.argmax(timestep.obs["obs"][: size * size])
+        mask = ((timestep.obs["posterior"] > 0) * (2 ** jnp.arange(num_candidates))).sum()
+        q_values = q[jnp.minimum(t, T - 1), cell, mask]
+        return jnp.argmax(q_values), {"q_values": q_values}, t
+
+    return probes.Actor(policy_fn, jnp.asarray(q_table), jnp.zeros((), jnp.int32), reads_posterior=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -301,11 +360,16 @@ def evaluate(config: Experiment, params, quiet: bool = False) -> tuple[dict, dic
         policies[name] = {"return": float(ret.mean()), "return_se": float(ret.std(ddof=1) / np.sqrt(len(ret))),
                           "regret": regret, "regret_se": regret_se}
         if suite.reference and name != "oracle":
-            policies[name]["agreement"] = probes.agreement(d["action"], d[suite.reference]["q_values"])
+            q_values = d[suite.reference]["q_values"]
+            policies[name]["agreement"] = probes.agreement(d["action"], q_values)
+            policies[name]["agreement_where_unique"] = probes.agreement(d["action"], q_values, unique_only=True)
+            ties = (q_values >= q_values.max(-1, keepdims=True) - 1e-5).sum(-1)
+            policies[name]["unique_fraction"] = float((ties == 1).mean())  # steps with one best action
         if not quiet:
             print(f"  {name:>18}: return {policies[name]['return']:.3f} ± {policies[name]['return_se']:.3f}, "
                   f"regret {regret:.3f} ± {regret_se:.3f}"
-                  + (f", agreement {policies[name]['agreement']:.3f}" if "agreement" in policies[name] else ""),
+                  + (f", agreement {policies[name]['agreement']:.4f} (where unique "
+                     f"{policies[name]['agreement_where_unique']:.4f})" if "agreement" in policies[name] else ""),
                   file=sys.stderr)
     summary = {"held_out_trials": an.num_trials, "eval_seed": an.eval_seed, "policies": policies,
                "exact": suite.exact, "seconds": time.time() - t0}
@@ -324,9 +388,12 @@ def evaluate(config: Experiment, params, quiet: bool = False) -> tuple[dict, dic
 
 
 def belief_inputs(d: dict) -> np.ndarray:
-    """The POMDP belief at each step: posterior over tasks and the observation (the observed
-    part of the state: time for bandits, the cell for the grid). [N, T, P + O]."""
-    return np.concatenate([d["posterior"], d["obs"].reshape(d["obs"].shape[:2] + (-1,))], -1)
+    """The information state of the finite-horizon POMDP at each step: the posterior over
+    tasks, the observation (the observed part of the state: elapsed time for the bandits,
+    the cell for the grid) and the elapsed fraction of the trial t/T. [N, T, P + O + 1]."""
+    N, T = d["reward"].shape
+    time = np.broadcast_to((np.arange(T) / T)[None, :, None], (N, T, 1))
+    return np.concatenate([d["posterior"], d["obs"].reshape(N, T, -1), time], -1).astype(np.float32)
 
 
 def analyse(config: Experiment, params, out_dir: Path, quiet: bool = False) -> dict:
@@ -366,8 +433,8 @@ def analyse(config: Experiment, params, out_dir: Path, quiet: bool = False) -> d
     for kind in probes.PROBE_KINDS:
         fit = probes.probe(kind, beliefs, states["trained"], groups, key, an.test_fraction, **kwargs[kind])
         s_test = states["trained"][fit["test"]]
-        mapped = probes.Actor(mapped_state_policy(network, fit["map"], init_carry), params, (),
-                              reads_posterior=True)
+        mapped = probes.Actor(mapped_state_policy(network, fit["map"], init_carry, config.env.trial_len),
+                              params, jnp.zeros((), jnp.int32), reads_posterior=True)
         mapped_return = probes.run_trials(suite.env, suite.params, mapped, jax.random.PRNGKey(an.eval_seed),
                                           an.num_trials, config.env.trial_len)["reward"].sum(-1)
         lost, lost_se = probes.paired_gap(data["agent"]["reward"].sum(-1), mapped_return)
@@ -391,18 +458,19 @@ def analyse(config: Experiment, params, out_dir: Path, quiet: bool = False) -> d
     return summary
 
 
-def mapped_state_policy(network: rl2.RL2Network, belief_to_state, init_carry):
+def mapped_state_policy(network: rl2.RL2Network, belief_to_state, init_carry, trial_len: int):
     """Acts from φ(belief) instead of the agent's own hidden state (reads the wrapped env's
-    posterior; the agent's recurrence is not run at all)."""
+    posterior; the agent's recurrence is not run at all). The carry counts the trial's steps."""
     import distrax
 
-    def policy_fn(params, carry, timestep, key):
+    def policy_fn(params, t, timestep, key):
+        t = jnp.where(timestep.first, 0, t + 1)
         obs = timestep.obs
-        belief = jnp.concatenate([obs["posterior"], jnp.ravel(obs["obs"])])
+        belief = jnp.concatenate([obs["posterior"], jnp.ravel(obs["obs"]), (t / trial_len)[None]])
         features = jnp.asarray(belief_to_state(belief[None]))[0].astype(jnp.float32)
         h = rl2.output_of(rl2.carry_from_features(features, init_carry))
         logits, _ = network.apply(params, h, method=rl2.RL2Network.heads)
-        return distrax.Categorical(logits=logits).sample(seed=key), {}, carry
+        return distrax.Categorical(logits=logits).sample(seed=key), {}, t
 
     return policy_fn
 
@@ -413,22 +481,26 @@ def mapped_state_policy(network: rl2.RL2Network, belief_to_state, init_carry):
 
 
 def plot_probes(decoding: dict, path: Path) -> None:
+    """Held-out R² (left) and unexplained variance 1 - R² on a log scale (right), trained vs control."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = sorted({k.rsplit("/", 1)[0] for k in decoding})
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.5))
-    for offset, net, colour in ((-0.2, "trained", "tab:blue"), (0.2, "control", "tab:gray")):
-        values = [decoding[f"{n}/{net}"]["r2"] for n in names]
-        bars = ax.bar(x + offset, values, 0.4, label=f"{net} network", color=colour)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(x, [n.replace("/", "\n") for n in names], fontsize=8)
-    ax.set_ylabel("held-out R²")
-    ax.set_ylim(min(0.0, min(v["r2"] for v in decoding.values())), 1.05)
-    ax.set_title("Probes hidden state -> exact posterior (held-out trials)")
-    ax.legend(loc="lower right", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(3.2 * len(names) + 2, 3.8))
+    for ax, transform, label in ((axes[0], lambda r: r, "held-out R²"),
+                                 (axes[1], lambda r: max(1.0 - r, 1e-6), "held-out 1 − R² (log)")):
+        for offset, net, colour in ((-0.2, "trained", "tab:blue"), (0.2, "control", "tab:gray")):
+            values = [transform(decoding[f"{n}/{net}"]["r2"]) for n in names]
+            bars = ax.bar(x + offset, values, 0.4, label=f"{net} network", color=colour)
+            ax.bar_label(bars, fmt="%.3f" if ax is axes[0] else "%.2g", fontsize=7)
+        ax.set_xticks(x, [n.replace("/", "\n") for n in names], fontsize=8)
+        ax.set_ylabel(label)
+    axes[0].set_ylim(min(0.0, min(v["r2"] for v in decoding.values())), 1.08)
+    axes[1].set_yscale("log")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Probes hidden state -> exact posterior, untrained network of the same size as control")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -488,12 +560,14 @@ def write_report(summary: dict, out_dir: Path) -> None:
              f"Training: {summary['trained_updates']} updates. Held-out tasks: {summary['held_out_trials']} "
              f"trials from seed {summary['eval_seed']} (training used seed {summary['config']['train']['seed']}).", "",
              "## Returns and regret (same held-out tasks and environment randomness for every policy)", "",
-             "| policy | return | regret (oracle − return) | agreement with Bayes-optimal action |",
-             "| --- | --- | --- | --- |"]
+             "| policy | return | regret (oracle − return) | agreement with a Bayes-optimal action "
+             "| agreement where the Bayes-optimal action is unique (share of such steps) |",
+             "| --- | --- | --- | --- | --- |"]
     for name, p in summary["policies"].items():
-        agreement = f"{p['agreement']:.3f}" if "agreement" in p else "–"
+        agreement = f"{p['agreement']:.4f}" if "agreement" in p else "–"
+        unique = f"{p['agreement_where_unique']:.4f} ({p['unique_fraction']:.2f})" if "agreement" in p else "–"
         lines.append(f"| {name} | {p['return']:.3f} ± {p['return_se']:.3f} | {p['regret']:.3f} ± {p['regret_se']:.3f} "
-                     f"| {agreement} |")
+                     f"| {agreement} | {unique} |")
     ref = summary["agent_vs_reference"]
     lines += ["", f"Agent regret / {ref['reference']} regret (same tasks): **{ref['regret_ratio']:.3f}**."]
     if "exact_bayes_regret" in ref:
@@ -534,8 +608,11 @@ def main(argv=None):
     config = apply_overrides(pick_preset(PRESETS, args.preset), args.set)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.preset)
     out_dir = Path(args.out) if args.out else Path("results") / "rl2" / args.preset
+    train_seconds = None
     if args.mode in ("all", "train"):
+        t0 = time.time()
         train(config, run_dir, resume=not args.no_resume)
+        train_seconds = time.time() - t0
     if args.mode == "train":
         return
     params, step = load_params(config, run_dir)
@@ -546,6 +623,7 @@ def main(argv=None):
     else:
         summary = analyse(config, params, out_dir)
     summary.update(preset=args.preset, trained_updates=updates, config=runs.config_to_dict(config),
+                   train_seconds_this_invocation=train_seconds,
                    command="python -m experiments.rl2 " + " ".join(argv if argv is not None else sys.argv[1:]))
     target = out_dir if args.mode == "analyse" or args.mode == "all" else run_dir
     write_report(summary, target)

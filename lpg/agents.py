@@ -25,9 +25,9 @@ class TabularAgent(nn.Module):
     @nn.compact
     def __call__(self, obs):
         zeros = nn.initializers.zeros
-        logits = nn.Embed(self.num_states, self.num_actions, embedding_init=zeros, name="pi")(obs)
-        aux = nn.Embed(self.num_states, self.aux_size, embedding_init=zeros, name="aux")(obs)
-        return logits, aux
+        pi_table = self.param("pi", zeros, (self.num_states, self.num_actions))
+        aux_table = self.param("aux", zeros, (self.num_states, self.aux_size))
+        return pi_table[obs], aux_table[obs]
 
 
 class MLPAgent(nn.Module):

@@ -88,7 +88,8 @@ class BetaBanditSolution:
 def beta_bandit_bayes_optimal(
     T: int, num_arms: int = 2, prior: tuple[float, float] = (1.0, 1.0)
 ) -> BetaBanditSolution:
-    """Exact finite-horizon DP: V_k(c) = max_a [m_a (1 + V_k-1(c + success_a)) + (1 - m_a) V_k-1(c + failure_a)].
+    """Exact finite-horizon DP over Beta counts c with k pulls left (undiscounted):
+    V_k(c) = max_a [m_a (1 + V_k-1(c + success_a)) + (1 - m_a) V_k-1(c + failure_a)].
 
     m_a = (alpha0 + s_a) / (alpha0 + beta0 + n_a) is the posterior mean of arm a. Two arms
     are solved by backward induction over stages t = T-1..0 with numpy (T = 100 in about
@@ -160,7 +161,10 @@ def _beta_bandit_memo(T: int, num_arms: int, prior: tuple[float, float]) -> Beta
 def beta_bandit_oracle_value(
     T: int, num_arms: int = 2, prior: tuple[float, float] = (1.0, 1.0)
 ) -> float:
-    """T E[max_a p_a], p_a ~ Beta(prior) iid: T ∫ (1 - F(x)^K) dx (= T K / (K + 1) for Beta(1, 1))."""
+    """Oracle return T E[max_a p_a], p_a ~ Beta(prior) iid: T ∫ (1 - F(x)^K) dx.
+
+    For the uniform prior this is T K / (K + 1).
+    """
     cdf = stats.beta(*prior).cdf
     expected_max, _ = integrate.quad(lambda x: 1.0 - cdf(x) ** num_arms, 0.0, 1.0)
     return T * expected_max

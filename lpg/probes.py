@@ -277,7 +277,7 @@ def watched_policy(actor: Actor, watchers: dict[str, Actor]) -> Actor:
         action, out, actor_carry = actor.policy_fn(params[0], carry[0], seen, keys[0])
         outs, carries = {"actor": out}, [actor_carry]
         for (name, watcher), k, p, c in zip(watchers.items(), keys[1:], params[1:], carry[1:]):
-            _, watcher_out, c = watcher.policy_fn(p, c, plain, k)
+            _, watcher_out, c = watcher.policy_fn(p, c, timestep if watcher.reads_posterior else plain, k)
             outs[name] = watcher_out
             carries.append(c)
         outs["posterior"] = timestep.obs["posterior"]
@@ -312,7 +312,8 @@ def run_trials(env, env_params, actor: Actor, key: chex.PRNGKey, num_trials: int
         return traj
 
     traj = jax.device_get(go(policy.params))
-    if not np.asarray(traj.first)[0].all() or np.asarray(traj.first)[1:].any():
+    done = np.asarray(traj.terminated | traj.truncated)
+    if not done[-1].all() or done[:-1].any():
         raise ValueError(f"trial_len={trial_len} does not match the environment's trial length")
     swap = lambda x: np.swapaxes(np.asarray(x), 0, 1)  # [T, N, ...] -> [N, T, ...]
     out = {name: jax.tree.map(swap, value) for name, value in traj.policy_out.items()}
@@ -320,11 +321,16 @@ def run_trials(env, env_params, actor: Actor, key: chex.PRNGKey, num_trials: int
     return out
 
 
-def agreement(actions: np.ndarray, q_values: np.ndarray, tol: float = 1e-5) -> float:
-    """Fraction of steps whose action is among the argmax actions of `q_values` [..., A]."""
+def agreement(actions: np.ndarray, q_values: np.ndarray, tol: float = 1e-5, unique_only: bool = False) -> float:
+    """Fraction of steps whose action is among the argmax actions of `q_values` [..., A];
+    `unique_only`: only over the steps where one action is strictly best (ties say little)."""
     q = np.asarray(q_values)
     chosen = np.take_along_axis(q, np.asarray(actions)[..., None].astype(int), -1)[..., 0]
-    return float((chosen >= q.max(-1) - tol).mean())
+    best = chosen >= q.max(-1) - tol
+    if unique_only:
+        unique = (q >= q.max(-1, keepdims=True) - tol).sum(-1) == 1
+        return float(best[unique].mean()) if unique.any() else float("nan")
+    return float(best.mean())
 
 
 def paired_gap(returns_a: np.ndarray, returns_b: np.ndarray) -> tuple[float, float]:

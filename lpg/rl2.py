@@ -44,9 +44,12 @@ class RL2Config:
     gae_lambda: float = 0.9
     learning_rate: float = 1e-3
     optimizer: str = "adam"
-    entropy_cost: float = 0.05  # at the first update
-    entropy_cost_end: float = 0.0  # reached linearly after `entropy_anneal_updates` updates
-    entropy_anneal_updates: int = 1  # 1: constant `entropy_cost_end` after the first update
+    # entropy bonus: `entropy_cost` at the first update, moving linearly to `entropy_cost_end`
+    # over `entropy_anneal_updates` updates (constant when the two are equal); the Bayes-optimal
+    # policy is deterministic, so the presets anneal it to 0
+    entropy_cost: float = 0.01
+    entropy_cost_end: float = 0.01
+    entropy_anneal_updates: int = 1
     value_cost: float = 0.5
     max_grad_norm: float | None = 1.0
 

@@ -147,7 +147,7 @@ def rollout(
         state = RolloutState(
             env_state=env_state,
             obs=obs,
-            prev_action=jnp.where(done, jnp.zeros_like(action), action),
+            prev_action=jnp.where(done, 0, action).astype(state.prev_action.dtype),
             prev_reward=jnp.where(done, 0.0, reward),
             first=done,
             carry=carry,

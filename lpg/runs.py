@@ -79,7 +79,7 @@ class RunDir:
         if self.metrics_path.exists():
             kept = [
                 line for line in self.metrics_path.read_text().splitlines()
-                if line and json.loads(line)["step"] <= step
+                if line and json.loads(line)["chunk"] <= step
             ]
             self.metrics_path.write_text("".join(line + "\n" for line in kept))
         return state, step
@@ -117,13 +117,14 @@ def host_loop(
 
     `run_chunk(state) -> (state, metrics)` is jitted by the caller. `records(chunk, metrics)`
     turns a chunk's metrics into JSONL rows (each with a "step"); `describe(last_row)` is the
-    one-line progress message. Checkpoints are indexed by completed chunks.
+    one-line progress message. Checkpoints are indexed by completed chunks, and every row
+    records the chunk it came from, so a resume can drop rows written after the checkpoint.
     """
     t0, steps_done = time.time(), 0
     for chunk in range(start_chunk, num_chunks):
         state, metrics = run_chunk(state)
         metrics = jax.device_get(metrics)
-        rows = records(chunk, metrics)
+        rows = [{**row, "chunk": chunk + 1} for row in records(chunk, metrics)]
         steps_done += 1
         if run is not None:
             run.log(rows)

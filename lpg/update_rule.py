@@ -64,10 +64,11 @@ class UpdateRule(nn.Module):
         x = jnp.stack(
             [inputs.r_t, inputs.d_t, inputs.discount, inputs.pi_a_t, phi(y_in)[:, 0], phi(y_next_in)[:, 0]],
             axis=-1,
-        ).astype(jnp.float32)
+        )
 
         cell = nn.OptimizedLSTMCell(cfg.hidden, name="lstm")
-        zeros = cell.initialize_carry(jax.random.PRNGKey(0), x[0].shape)
+        # Default float dtype (float64 under x64), so the carry matches the cell's output.
+        zeros = (jnp.zeros((cfg.hidden,), jnp.result_type(float)),) * 2
 
         def step(cell, carry, xs):
             x_t, done_t = xs
