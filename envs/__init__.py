@@ -1,0 +1,14 @@
+"""Environments for learning update rules, all gymnax environments.
+
+`make(name, **overrides) -> (env, env_params)` serves the LPG grids, the delayed
+chains, the RL² task distributions and any gymnax name; `register` adds your own.
+`envs.sources.level_sampler(name)` gives per-lifetime level samplers for meta-training.
+"""
+
+from envs import bandits, hidden_goal
+from envs.registry import make, names, register
+
+for _name, _factory in {**bandits.ENVIRONMENTS, **hidden_goal.ENVIRONMENTS}.items():
+    register(_name, _factory)
+
+__all__ = ["make", "names", "register"]

@@ -84,6 +84,8 @@ class GridState(environment.EnvState):
 class GridWorld(environment.Environment[GridState, GridParams]):
     """Grid world with objects; see the module docstring for the exact dynamics."""
 
+    channels_first = True  # "map" observations are [C, H, W]
+
     def __init__(
         self,
         max_height: int,
