@@ -69,3 +69,5 @@ def add_common_args(parser: argparse.ArgumentParser, presets: Mapping[str, Any],
                         help="override a config field, e.g. --set meta_lr=3e-4 --set rule.hidden=64")
     parser.add_argument("--run-dir", default=None, help="where metrics, checkpoints and results go")
     parser.add_argument("--no-resume", action="store_true", help="start over even if the run dir has a checkpoint")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard scalars to RUN_DIR/tensorboard (needs the [tensorboard] extra)")

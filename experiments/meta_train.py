@@ -41,7 +41,9 @@ def describe(config: MetaConfig, rates: list[float]):
     def text(row: dict) -> str:
         parts = [f"meta-step {row['step']}", f"meta-loss {row['meta_loss']:.3f}"]
         for name in config.envs:
-            parts.append(f"{name} return {row[f'{name}/episode_return']:.2f}")
+            final = row.get(f"{name}/chunk_final_return")
+            parts.append(f"{name} return {row[f'{name}/episode_return']:.2f}"
+                         + (f" (end of life {final:.2f})" if final is not None else ""))
         if rates:
             parts.append(f"{rates[-1]:,.0f} steps/s")
         if row.get("skipped_updates"):
@@ -52,7 +54,7 @@ def describe(config: MetaConfig, rates: list[float]):
 
 
 def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, devices: int | None = None,
-               quiet: bool = False):
+               quiet: bool = False, tensorboard: bool = False):
     """Runs (or resumes) meta-training; returns (final MetaState, trainer)."""
     mesh = sharding.lifetime_mesh(devices)
     sharding.check_divisible(config.lifetimes_per_env, mesh)
@@ -63,7 +65,7 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
     run_chunk = jax.jit(trainer.run, in_shardings=(shardings,), out_shardings=(shardings, None), donate_argnums=0)
 
     is_main = jax.process_index() == 0
-    run = RunDir(run_dir, config, resume=resume) if run_dir else None
+    run = RunDir(run_dir, config, resume=resume, tensorboard=tensorboard and is_main) if run_dir else None
     state = init(jax.random.PRNGKey(config.seed))
     start = 0
     if run is not None and resume:
@@ -93,14 +95,20 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
     def records(chunk, metrics):
         rows = chunk_records(config, chunk, metrics)
         rows[-1]["steps_per_second"] = rates[-1]
+        for name in config.envs:  # return of the lifetimes that ended during this chunk
+            counts = np.asarray(metrics[f"{name}/final_returns_count"])
+            if counts.sum() > 0:
+                finals = np.asarray(metrics[f"{name}/final_return"])
+                rows[-1][f"{name}/chunk_final_return"] = float((finals * counts).sum() / counts.sum())
         return rows
 
     state = host_loop(
-        run if is_main else None, state, timed_chunk, num_chunks, records, describe(config, rates),
+        run, state, timed_chunk, num_chunks, records, describe(config, rates),
         checkpoint_every=config.checkpoint_every, start_chunk=start, quiet=quiet or not is_main,
     )
-    if run is not None and is_main:
-        save_rule(run.path / "rule.msgpack", sharding.to_host(state.rule_params), config.rule)
+    if run is not None:
+        if is_main:
+            save_rule(run.path / "rule.msgpack", sharding.to_host(state.rule_params), config.rule)
         run.close()
     return state, trainer
 
@@ -121,7 +129,7 @@ def main(argv=None):
     run_dir = args.run_dir or f"runs/meta_{args.preset}"
     print(f"meta-training preset {args.preset!r} on {jax.device_count()} {jax.devices()[0].platform} device(s) "
           f"-> {run_dir}", file=sys.stderr)
-    meta_train(config, run_dir, resume=not args.no_resume, devices=args.devices)
+    meta_train(config, run_dir, resume=not args.no_resume, devices=args.devices, tensorboard=args.tensorboard)
     print(f"rule saved to {Path(run_dir) / 'rule.msgpack'}", file=sys.stderr)
 
 

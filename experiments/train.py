@@ -39,7 +39,8 @@ class TrainConfig:
             raise ValueError(f"updates and updates_per_chunk must be >= 1 (got {self.updates}, {self.updates_per_chunk})")
 
 
-def train_a2c(config: TrainConfig, run_dir: str | None, resume: bool = True, quiet: bool = False):
+def train_a2c(config: TrainConfig, run_dir: str | None, resume: bool = True, quiet: bool = False,
+              tensorboard: bool = False):
     """Trains A2C; returns (per-update returns, episode counts) as numpy arrays."""
     env, env_params = envs.make(config.env)
     train = make_train(env, env_params, make_a2c(env, env_params, config.a2c), config.a2c.num_envs,
@@ -48,7 +49,7 @@ def train_a2c(config: TrainConfig, run_dir: str | None, resume: bool = True, qui
     num_chunks = -(-config.updates // chunk)
     run_chunk = jax.jit(lambda s: train.run(s, chunk))
     state = train.init(jax.random.PRNGKey(config.seed))
-    run = RunDir(run_dir, config, resume=resume) if run_dir else None
+    run = RunDir(run_dir, config, resume=resume, tensorboard=tensorboard) if run_dir else None
     start = 0
     if run is not None and resume:
         restored = run.restore(state)
@@ -110,7 +111,7 @@ def main(argv=None):
     run_dir = Path(args.run_dir or f"runs/a2c_{config.env}")
     print(f"A2C on {config.env}: {config.updates} updates x {config.a2c.num_envs * config.a2c.rollout_len} steps "
           f"-> {run_dir}", file=sys.stderr)
-    returns, episodes = train_a2c(config, str(run_dir), resume=not args.no_resume)
+    returns, episodes = train_a2c(config, str(run_dir), resume=not args.no_resume, tensorboard=args.tensorboard)
     plot_curve(returns, episodes, run_dir / "curve.png", f"A2C on {config.env}",
                config.a2c.num_envs * config.a2c.rollout_len)
     final = learning_curve(returns[-max(len(returns) // 10, 1):], episodes[-max(len(returns) // 10, 1):],

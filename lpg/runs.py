@@ -40,10 +40,23 @@ def _to_python(x: Any) -> Any:
 
 
 class RunDir:
-    """A run's folder: `config.json`, `metrics.jsonl`, `checkpoints/`."""
+    """A run's folder: `config.json`, `metrics.jsonl`, `checkpoints/`.
 
-    def __init__(self, path: str | os.PathLike, config: Any, resume: bool = True, max_to_keep: int = 2):
+    With several processes (jax.distributed) every process opens the same folder: all take
+    part in orbax's checkpointing, and only process 0 writes the config and metrics.
+    """
+
+    def __init__(self, path: str | os.PathLike, config: Any, resume: bool = True, max_to_keep: int = 2,
+                 tensorboard: bool = False):
         self.path = Path(path).absolute()
+        self.is_main = jax.process_index() == 0
+        self.tensorboard = None
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                raise ValueError("--tensorboard needs tensorboardX: pip install -e '.[tensorboard]'") from None
+            self.tensorboard = SummaryWriter(str(self.path / "tensorboard"))
         self.path.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.path / "metrics.jsonl"
         config_path = self.path / "config.json"
@@ -56,10 +69,10 @@ class RunDir:
                     f"config, pick another --run-dir, or pass --no-resume to start over.\n"
                     f"saved:   {saved}\nrequested: {resolved}"
                 )
-        if not resume and self.path.exists():
-            for name in ("metrics.jsonl",):
-                (self.path / name).unlink(missing_ok=True)
-        config_path.write_text(json.dumps(resolved, indent=2) + "\n")
+        if not resume and self.is_main:
+            self.metrics_path.unlink(missing_ok=True)
+        if self.is_main:
+            config_path.write_text(json.dumps(resolved, indent=2) + "\n")
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self.checkpoints = ocp.CheckpointManager(self.path / "checkpoints", options=options)
         if not resume:
@@ -76,7 +89,7 @@ class RunDir:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         state = self.checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
-        if self.metrics_path.exists():
+        if self.is_main and self.metrics_path.exists():
             kept = [
                 line for line in self.metrics_path.read_text().splitlines()
                 if line and json.loads(line)["chunk"] <= step
@@ -88,9 +101,16 @@ class RunDir:
         self.checkpoints.save(step, args=ocp.args.StandardSave(state))
 
     def log(self, records: list[dict]) -> None:
+        if not self.is_main:
+            return
         with self.metrics_path.open("a") as f:
             for record in records:
-                f.write(json.dumps({k: _to_python(v) for k, v in record.items()}) + "\n")
+                row = {k: _to_python(v) for k, v in record.items()}
+                f.write(json.dumps(row) + "\n")
+                if self.tensorboard is not None:
+                    for name, value in row.items():
+                        if isinstance(value, (int, float)) and name != "step":
+                            self.tensorboard.add_scalar(name, value, row["step"])
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics_path.exists():
@@ -98,6 +118,8 @@ class RunDir:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
 
     def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         self.checkpoints.wait_until_finished()
         self.checkpoints.close()
 

@@ -16,8 +16,10 @@ CHAINS = ["chain_short", "chain_long", "chain_short_noisy", "chain_long_noisy",
           "chain_distraction"]
 
 
-def test_names_are_the_paper_environments():
-    assert set(registry.names()) == set(GRIDS + CHAINS)
+def test_names_are_the_paper_environments_and_the_task_distributions():
+    import envs  # registers the RL² task distributions
+
+    assert set(envs.names()) == set(GRIDS + CHAINS) | {"bandit_beta", "bandit_swapped", "hidden_goal"}
 
 
 @pytest.mark.parametrize("name", GRIDS)
