@@ -29,6 +29,7 @@ Conventions
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +47,7 @@ MOVES = np.array(
 NUM_MOVES = len(MOVES)
 OBS_MODES = ("tabular", "map")
 PLACEMENTS = ("fixed", "random")
+_UNUSED = np.int32(2**30)  # a rank above every real rank: "no cell"
 
 
 @struct.dataclass(kw_only=True)
@@ -121,9 +123,7 @@ class GridWorld(environment.Environment[GridState, GridParams]):
             )
         self._bits = (2 ** np.arange(self.max_objects)).astype(np.int32)
         self._cells = np.arange(self.num_cells, dtype=np.int32)
-        self._index_bits = max(1, int(np.ceil(np.log2(self.num_cells))))
-        self._index_mask = np.int32(2**self._index_bits - 1)
-        if self._index_bits > 20:
+        if self.num_cells > 2**20:  # cell draws use 24 random bits
             raise ValueError(f"grid of {self.num_cells} cells is too large (at most 2**20)")
 
     def __repr__(self) -> str:
@@ -175,43 +175,76 @@ class GridWorld(environment.Environment[GridState, GridParams]):
         )
 
     # ------------------------------------------------------------------ dynamics
-    def _cell_scores(self, seed):
-        """Distinct pseudo-random int32 scores >= 0 of all cells for a uint32 `seed` [num_cells].
+    # Speed notes. gymnax's `step` runs `reset_env` on every step (for the auto-reset) and both
+    # are vmapped over thousands of streams, so both must be cheap:
+    # - Cells are drawn by rank in a sorted list of open cells (`_open_cells`), skipping the
+    #   ranks already taken (`_skip_taken`): O(objects^2) scalar work instead of scoring all
+    #   cells. The list depends on the level only (loop-invariant inside a rollout).
+    # - One `jax.random.bits` call feeds a whole step, auto-reset included (`step` below),
+    #   where gymnax splits the key and the old code drew three times.
+    # Same distributions as scoring every cell; the random stream per key differs.
+    def _uniform_index(self, bits, n):
+        """floor(u * n) for u = uniform [0, 1) from 24 of `bits`; in [0, n - 1]."""
+        u = (bits >> 8).astype(jnp.float32) * (1.0 / 2**24)
+        return jnp.minimum((u * n).astype(jnp.int32), n - 1)
 
-        A 32-bit integer hash (murmur3 finaliser) of (seed, cell) in the high bits and the cell
-        index in the low bits: the maximum over any set of cells is a uniform member of it
-        (up to 2**-(31 - index bits) hash ties), found with one plain max-reduction; no
-        per-cell random numbers are drawn, which matters in the vmapped inner loop.
+    def _fixed_cells(self, params: GridParams):
+        return (params.obj_pos[:, 0] * self.max_width + params.obj_pos[:, 1]).astype(jnp.int32)
+
+    def _open_cells(self, params: GridParams):
+        """Cells a reset may fill: not walls and not holding a fixed-placement object.
+
+        Returns (cells [num_cells] in increasing order, padded; count; rank [num_cells] with
+        rank[c] = number of open cells before c). With random placement these are all free
+        cells, which is also where respawning objects go.
         """
-        h = seed ^ (jnp.asarray(self._cells, jnp.uint32) * jnp.uint32(0x9E3779B9))
-        h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
-        h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
-        h = h ^ (h >> 16)
-        high = (h >> (self._index_bits + 1)).astype(jnp.int32)
-        return (high << self._index_bits) | self._cells
+        fixed = params.obj_active & ~params.random_placement
+        on_fixed = jnp.any(
+            (self._fixed_cells(params)[:, None] == self._cells[None, :]) & fixed[:, None], axis=0
+        )
+        is_open = ~params.walls.reshape(-1) & ~on_fixed
+        rank = jnp.cumsum(is_open.astype(jnp.int32)) - is_open
+        count = rank[-1] + is_open[-1]
+        cells = jnp.zeros(self.num_cells, jnp.int32).at[jnp.where(is_open, rank, self.num_cells)].set(
+            self._cells, mode="drop"
+        )
+        return cells, count, rank
 
-    def _sample_cells(self, seed, blocked, take):
-        """Distinct uniform cells, one per entry of `take` [k]: entry i gets a uniform cell among
-        those neither `blocked` [num_cells] nor taken by an earlier entry j with take[j].
-        (Successive maxima of one random score vector = sampling without replacement.) [k]"""
-        scores = jnp.where(blocked, -1, self._cell_scores(seed))
-        picked = []
-        for i in range(take.shape[0]):
-            cell = jnp.minimum(jnp.max(scores) & self._index_mask, self.num_cells - 1)
-            picked.append(cell)
-            scores = jnp.where((self._cells == cell) & take[i], -1, scores)
-        return jnp.stack(picked) if picked else jnp.zeros((0,), jnp.int32)
+    @staticmethod
+    def _skip_taken(r, taken):
+        """The r-th (from 0) rank not in `taken` (distinct ranks; unused slots hold _UNUSED).
 
-    def _object_mask(self, obj_cell, present):
-        """Cells holding a present object, [num_cells] bool."""
-        onehot = obj_cell[:, None] == self._cells[None, :]
-        return jnp.any(onehot & present[:, None], axis=0)
+        A taken rank t has c(t) = t - #{taken ranks below t} free ranks before it, and it lies
+        before the answer iff c(t) <= r, so the answer is r + #{t: c(t) <= r}: one small
+        [k, k] comparison instead of a loop (fewer ops to compile under nested vmaps).
+        """
+        below = jnp.sum((taken[None, :] < taken[:, None]).astype(jnp.int32), axis=1)
+        return r + jnp.sum((taken - below <= r).astype(jnp.int32))
 
-    def step_env(self, key, state: GridState, action, params: GridParams):
-        # One draw of random bits serves the whole step (fewer RNG calls compile and run
-        # faster): uniforms for [termination, respawn rolls (N)], then the placement seed.
-        bits = jax.random.bits(key, (2 + self.max_objects,), jnp.uint32)
-        u = (bits[:-1] >> 8).astype(jnp.float32) * (1.0 / 2**24)  # uniforms in [0, 1)
+    def _draw_ranks(self, bits, count, taken, draw):
+        """Distinct uniform ranks in [0, count), one per entry of `draw` [k] (entry i avoids
+        `taken` and the ranks drawn by earlier entries j with draw[j]); [k], _UNUSED where not drawn."""
+        num_taken = jnp.sum((taken != _UNUSED).astype(jnp.int32))
+        drawn = []
+        for i in range(draw.shape[0]):
+            rank = self._skip_taken(self._uniform_index(bits[i], count - num_taken), taken)
+            rank = jnp.where(draw[i], rank, _UNUSED)
+            drawn.append(rank)
+            taken = jnp.concatenate([taken, rank[None]])
+            num_taken = num_taken + draw[i].astype(jnp.int32)
+        return jnp.stack(drawn) if drawn else jnp.zeros((0,), jnp.int32)
+
+    @property
+    def _num_step_bits(self) -> int:
+        return 1 + 2 * self.max_objects  # termination, respawn rolls, respawn cells
+
+    @property
+    def _num_reset_bits(self) -> int:
+        return self.max_objects + 1  # object cells, agent cell
+
+    def _step(self, bits, state: GridState, action, params: GridParams):
+        N = self.max_objects
+        u = (bits[: 1 + N] >> 8).astype(jnp.float32) * (1.0 / 2**24)  # uniforms in [0, 1)
         action = jnp.asarray(action, jnp.int32)
         move = action % NUM_MOVES
         collect = (action >= NUM_MOVES) if self.collect_actions else jnp.bool_(True)
@@ -239,16 +272,20 @@ class GridWorld(environment.Environment[GridState, GridParams]):
 
         # Respawn only objects absent before this step.
         absent = params.obj_active & ~state.obj_present
-        roll = u[1 : 1 + self.max_objects] < params.obj_p_respawn
+        roll = u[1 : 1 + N] < params.obj_p_respawn
         respawn = absent & roll
         # Fixed placement: the object waits while the agent stands on its cell.
         respawn = respawn & (params.random_placement | (state.obj_cell != agent_cell))
-        # Random placement: each respawning object takes a distinct free cell.
-        blocked = walls | self._object_mask(state.obj_cell, present)
-        blocked = blocked | (self._cells == agent_cell)
+        # Random placement: each respawning object takes a distinct free cell, not under the
+        # agent or a present object (with random placement, open cells = free cells).
         relocate = respawn & params.random_placement
-        drawn = self._sample_cells(bits[-1], blocked, relocate)
-        obj_cell = jnp.where(relocate, drawn, state.obj_cell)
+        cells, count, rank = self._open_cells(params)
+        blocking = present & (state.obj_cell != agent_cell)  # an object under the agent counts once
+        taken = jnp.concatenate(
+            [rank[agent_cell][None], jnp.where(blocking, rank[state.obj_cell], _UNUSED)]
+        )
+        drawn = self._draw_ranks(bits[1 + N :], count, taken, relocate)
+        obj_cell = jnp.where(relocate, cells[jnp.minimum(drawn, self.num_cells - 1)], state.obj_cell)
         present = present | respawn
 
         state = GridState(
@@ -259,26 +296,44 @@ class GridWorld(environment.Environment[GridState, GridParams]):
         )
         return self.get_obs(state, params), state, reward, terminated, {}
 
-    def reset_env(self, key, params: GridParams):
-        walls = params.walls.reshape(-1)
-        fixed_cell = (params.obj_pos[:, 0] * self.max_width + params.obj_pos[:, 1]).astype(
-            jnp.int32
-        )
-        fixed_objects = self._object_mask(fixed_cell, params.obj_active)
-        blocked = walls | (fixed_objects & ~params.random_placement)
-        # Objects first (random placement), then the agent among the cells left.
+    def _reset(self, bits, params: GridParams):
+        # Objects first (random placement), then the agent among the open cells left.
+        cells, count, _ = self._open_cells(params)
         place = params.obj_active & params.random_placement
-        take = jnp.concatenate([place, jnp.ones(1, bool)])
-        cells = self._sample_cells(jax.random.bits(key, (), jnp.uint32), blocked, take)
-        obj_cell = jnp.where(params.random_placement, cells[:-1], fixed_cell)
-        agent_cell = cells[-1]
+        taken = jnp.zeros((0,), jnp.int32)
+        ranks = self._draw_ranks(bits, count, taken, jnp.concatenate([place, jnp.ones(1, bool)]))
+        picked = cells[jnp.minimum(ranks, self.num_cells - 1)]
         state = GridState(
-            agent_cell=agent_cell,
-            obj_cell=obj_cell,
+            agent_cell=picked[-1],
+            obj_cell=jnp.where(params.random_placement, picked[:-1], self._fixed_cells(params)),
             obj_present=params.obj_active.astype(bool),
             time=jnp.int32(0),
         )
         return self.get_obs(state, params), state
+
+    def step_env(self, key, state: GridState, action, params: GridParams):
+        return self._step(jax.random.bits(key, (self._num_step_bits,), jnp.uint32), state, action, params)
+
+    def reset_env(self, key, params: GridParams):
+        return self._reset(jax.random.bits(key, (self._num_reset_bits,), jnp.uint32), params)
+
+    @functools.partial(jax.jit, static_argnames=("self",))
+    def step(self, key, state: GridState, action, params: GridParams | None = None):
+        """gymnax's auto-resetting step (same outputs and info), drawing the random bits of
+        the step and of the reset in one call instead of splitting the key and drawing twice."""
+        if params is None:
+            params = self.default_params
+        bits = jax.random.bits(key, (self._num_step_bits + self._num_reset_bits,), jnp.uint32)
+        obs_st, state_st, reward, terminated, info = self._step(
+            bits[: self._num_step_bits], state, action, params
+        )
+        truncated = self.is_truncated(state_st, params)
+        done = jnp.logical_or(terminated, truncated)
+        obs_re, state_re = self._reset(bits[self._num_step_bits :], params)
+        state = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), state_re, state_st)
+        obs = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), obs_re, obs_st)
+        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
+        return obs, state, reward, terminated, truncated, info
 
     def get_obs(self, state: GridState, params: GridParams = None, key=None):
         if self.obs_mode == "tabular":

@@ -1,0 +1,116 @@
+"""Environment steps per second on the tabular dense grid, three ways, in one run.
+
+    python -m benchmarks.envs                       # B = 64, 1024, 4096; prints JSON
+    python -m benchmarks.envs --batch 1024 --steps 500
+
+(a) `bare`:   gymnax-style stepping with random actions, `vmap(env.step)` inside `lax.scan`
+              (auto-reset included, as every learner pays it);
+(b) `engine`: `lpg.rollout.rollout` with a fixed uniformly random policy;
+(c) `a2c`:    A2C training through the engine (`make_train` + `make_a2c`, tabular agent,
+              T = 20 rollouts, one SGD update per rollout).
+Each row gives steps/s, the compile time and the ratio to (a) at the same B. A gymnax
+FourRooms-misc row of (a) is the reference for the grid's own speed. Ratios are only
+meaningful within one run: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+
+import envs
+from benchmarks.timing import compile_and_time, machine
+from lpg import rollout as engine
+from lpg.a2c import A2CConfig, make_a2c
+from lpg.learner import make_train
+
+
+def bare_stepping(env, env_params, batch: int, steps: int, repeats: int) -> dict:
+    """(a): random actions, vmap(env.step) over B, lax.scan over T."""
+    num_actions = env.action_space(env_params).n
+
+    def run(key):
+        k_reset, k_run = jax.random.split(key)
+        _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, batch), env_params)
+
+        def body(state, key):
+            k_act, k_step = jax.random.split(key)
+            action = jax.random.randint(k_act, (batch,), 0, num_actions)
+            _, state, reward, _, _, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+                jax.random.split(k_step, batch), state, action, env_params
+            )
+            return state, reward.sum()
+
+        return jax.lax.scan(body, state, jax.random.split(k_run, steps))[1].sum()
+
+    return _rate(compile_and_time(run, (jax.random.PRNGKey(0),), repeats), batch * steps)
+
+
+def engine_stepping(env, env_params, batch: int, steps: int, repeats: int) -> dict:
+    """(b): the rollout engine under a fixed uniformly random policy."""
+    num_actions = env.action_space(env_params).n
+
+    def policy_fn(params, carry, timestep, key):
+        return jax.random.randint(key, (), 0, num_actions), (), carry
+
+    def run(key):
+        k_reset, k_run = jax.random.split(key)
+        state = engine.reset(env, env_params, k_reset, batch)
+        _, traj = engine.rollout(env, env_params, policy_fn, (), state, k_run, steps)
+        return traj.reward.sum()
+
+    return _rate(compile_and_time(run, (jax.random.PRNGKey(0),), repeats), batch * steps)
+
+
+def a2c_training(env, env_params, batch: int, steps: int, repeats: int, rollout_len: int = 20) -> dict:
+    """(c): A2C (tabular agent, SGD) trained through the engine; `steps` env steps per run."""
+    config = A2CConfig(num_envs=batch, rollout_len=rollout_len, agent="tabular")
+    train = make_train(env, env_params, make_a2c(env, env_params, config), batch, rollout_len)
+    updates = max(1, steps // rollout_len)
+    state = jax.jit(train.init)(jax.random.PRNGKey(0))
+
+    def run(state):
+        return train.run(state, updates)[1]["loss"].sum()
+
+    return _rate(compile_and_time(run, (state,), repeats), batch * rollout_len * updates)
+
+
+def _rate(timing: dict, env_steps: int) -> dict:
+    return {"steps_per_s": round(env_steps / timing["run_s"]), "compile_s": timing["compile_s"],
+            "run_s": round(timing["run_s"], 4), "env_steps": env_steps}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, nargs="+", default=[64, 1024, 4096])
+    parser.add_argument("--steps", type=int, default=1000, help="T: steps per stream per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (best counts)")
+    parser.add_argument("--env", default="tabular_dense")
+    parser.add_argument("--no-reference", action="store_true", help="skip the gymnax FourRooms-misc row")
+    args = parser.parse_args(argv)
+
+    env, env_params = envs.make(args.env)
+    rows = []
+    for batch in args.batch:
+        measured = {
+            "bare": bare_stepping(env, env_params, batch, args.steps, args.repeats),
+            "engine": engine_stepping(env, env_params, batch, args.steps, args.repeats),
+            "a2c": a2c_training(env, env_params, batch, args.steps, args.repeats),
+        }
+        bare = measured["bare"]["steps_per_s"]
+        for mode, row in measured.items():
+            rows.append({"env": args.env, "mode": mode, "batch": batch, **row,
+                         "ratio_to_bare": round(row["steps_per_s"] / bare, 3)})
+        if not args.no_reference:
+            ref_env, ref_params = envs.make("FourRooms-misc")
+            row = bare_stepping(ref_env, ref_params, batch, args.steps, args.repeats)
+            rows.append({"env": "FourRooms-misc", "mode": "bare", "batch": batch, **row,
+                         "ratio_to_bare": round(row["steps_per_s"] / bare, 3)})
+    print(json.dumps({"benchmark": "envs", "machine": machine(), "steps": args.steps, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
