@@ -13,6 +13,9 @@ previous transition (the belief the action is based on).
 
 Oracles need the task: they read it from the observation of the environment built with
 `reveal_task=True`.
+
+Host-side solutions (`*_bayes_optimal`) return a dataclass with the expected return
+`value` and Q-value tables; `make_*_bayes_optimal(solution)` turns one into a policy.
 """
 
 from __future__ import annotations
@@ -349,7 +352,72 @@ def make_swapped_bayes_optimal(solution: SwappedBanditSolution) -> BaselinePolic
 
 
 # --------------------------------------------------------------------------------------
-# Hidden-goal grid policies (JAX). Their params are the env's HiddenGoalParams.
+# Hidden-goal grid: DP over (steps, cell, candidates alive).
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HiddenGoalSolution:
+    """Bayes-optimal solution of the hidden-goal grid for one layout and horizon T.
+
+    `q_table[t, cell, mask]` `[T, size², 2^G, 5]` holds the Q-values after t steps in cell
+    `row * size + col` with candidate g alive iff bit g of `mask` is set (empty masks unused).
+    """
+
+    value: float
+    horizon: int
+    size: int
+    candidates: np.ndarray  # [G, 2], the layout the table was solved for
+    q_table: np.ndarray
+
+
+def hidden_goal_bayes_optimal(env, params, T: int) -> HiddenGoalSolution:
+    """Exact finite-horizon DP for the hidden-goal grid over (t, cell, candidates alive).
+
+    The posterior is uniform over the alive candidates, so the belief is (cell, alive mask):
+    entering an alive candidate finds the goal with probability 1 / |alive| (+1, back to the
+    start, alive = {it}), else rules it out (mask minus it, stay in that cell).
+    """
+    size, num_candidates = env.size, env.num_candidates
+    candidates = np.asarray(params.candidates)
+    start = np.asarray(params.start)
+    deltas = np.asarray(ACTION_DELTAS)
+    cells = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1).reshape(-1, 2)
+    entered = np.clip(cells[:, None, :] + deltas[None], 0, size - 1)  # [S, A, 2]
+    entered_index = entered[..., 0] * size + entered[..., 1]
+    # which candidate (if any) each (cell, action) enters: [S, A], -1 for none
+    hits = (entered[:, :, None, :] == candidates[None, None]).all(-1)
+    hit = np.where(hits.any(-1), hits.argmax(-1), -1)
+    masks = np.arange(2**num_candidates)
+    alive = (masks[:, None] >> np.arange(num_candidates)) & 1  # [M, G]
+    count = alive.sum(-1)
+    start_index = start[0] * size + start[1]
+    value = np.zeros((size * size, len(masks)))  # V_T = 0
+    q_table = np.zeros((T, size * size, len(masks), len(deltas)))
+    for t in range(T - 1, -1, -1):
+        q = np.moveaxis(value[entered_index], 1, 2)  # [S, M, A]: nothing found, mask unchanged
+        for g in range(num_candidates):
+            s_idx, a_idx = np.nonzero(hit == g)
+            for m in masks[alive[:, g] == 1]:
+                p_found = 1.0 / count[m]
+                found = 1.0 + value[start_index, 1 << g]
+                ruled_out = value[entered_index[s_idx, a_idx], m & ~(1 << g)] if count[m] > 1 else 0.0
+                q[s_idx, m, a_idx] = p_found * found + (1.0 - p_found) * ruled_out
+        q_table[t] = q
+        value = q.max(-1)
+    return HiddenGoalSolution(
+        value=float(value[start_index, len(masks) - 1]),
+        horizon=T,
+        size=size,
+        candidates=candidates,
+        q_table=q_table.astype(np.float32),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Hidden-goal grid policies (JAX). They track the belief themselves: the cell entered at
+# the last step is `prev cell + move(prev_action)`; a reward there reveals the goal, no
+# reward rules it out.
 # --------------------------------------------------------------------------------------
 
 
@@ -380,6 +448,52 @@ def make_hidden_goal_oracle(env) -> BaselinePolicy:
     return BaselinePolicy(policy_fn, env.default_params, jnp.zeros(()))
 
 
+def _update_alive(candidates, alive, pos, timestep, size: int) -> jax.Array:
+    """Candidates `[G]` still possible after the previous step (unchanged on a trial's first)."""
+    entered = jnp.clip(pos + ACTION_DELTAS[timestep.prev_action], 0, size - 1)
+    at_candidate = (candidates == entered).all(-1) & ~timestep.first
+    found = (timestep.prev_reward > 0.5) & ~timestep.first
+    return jnp.where(found, at_candidate, alive & ~at_candidate)
+
+
+class HiddenGoalTableParams(NamedTuple):
+    q_table: jax.Array  # [T, size², 2^G, 5] from HiddenGoalSolution
+    candidates: jax.Array  # [G, 2]
+
+
+class HiddenGoalBeliefCarry(NamedTuple):
+    alive: jax.Array  # [G] bool, candidates not ruled out
+    pos: jax.Array  # [2] cell at the previous step
+    t: jax.Array  # () steps taken in the trial before this one
+
+
+def make_hidden_goal_bayes_optimal(solution: HiddenGoalSolution) -> BaselinePolicy:
+    """Table-lookup Bayes-optimal policy (ties go to the lowest action index); the env's T
+    and layout must be the solution's."""
+    size, horizon = solution.size, solution.horizon
+    num_candidates = len(solution.candidates)
+    bits = 2 ** jnp.arange(num_candidates)
+
+    def policy_fn(params: HiddenGoalTableParams, carry: HiddenGoalBeliefCarry, timestep, key):
+        alive = _update_alive(params.candidates, carry.alive, carry.pos, timestep, size)
+        t = jnp.where(timestep.first, 0, carry.t + 1)
+        pos = _decode_cell(timestep.obs, size)
+        mask = (alive * bits).sum()
+        q = params.q_table[jnp.minimum(t, horizon - 1), pos[0] * size + pos[1], mask]
+        out = {"belief": alive / alive.sum(), "q_values": q}
+        return jnp.argmax(q), out, HiddenGoalBeliefCarry(alive, pos, t)
+
+    params = HiddenGoalTableParams(
+        jnp.asarray(solution.q_table), jnp.asarray(solution.candidates, jnp.int32)
+    )
+    init_carry = HiddenGoalBeliefCarry(
+        alive=jnp.ones((num_candidates,), bool),
+        pos=jnp.zeros((2,), jnp.int32),  # unused: overwritten before the first move is read
+        t=jnp.zeros((), jnp.int32),
+    )
+    return BaselinePolicy(policy_fn, params, init_carry)
+
+
 class PosteriorSamplingCarry(NamedTuple):
     alive: jax.Array  # [G] bool, candidates not ruled out
     target: jax.Array  # () candidate index currently sampled
@@ -388,18 +502,11 @@ class PosteriorSamplingCarry(NamedTuple):
 
 def make_hidden_goal_posterior_sampling(env) -> BaselinePolicy:
     """Posterior sampling: sample a goal from the posterior (uniform over the candidates
-    not ruled out), walk to it, resample only when it is ruled out.
-
-    The belief is tracked exactly as in the env: the cell entered at the last step is
-    `prev cell + move(prev_action)`; a reward there reveals the goal, no reward rules it out.
-    """
+    not ruled out), walk to it, resample only when it is ruled out."""
     size, num_candidates = env.size, env.num_candidates
 
     def policy_fn(params, carry: PosteriorSamplingCarry, timestep, key):
-        entered = jnp.clip(carry.pos + ACTION_DELTAS[timestep.prev_action], 0, size - 1)
-        at_candidate = (params.candidates == entered).all(-1) & ~timestep.first
-        found = (timestep.prev_reward > 0.5) & ~timestep.first
-        alive = jnp.where(found, at_candidate, carry.alive & ~at_candidate)
+        alive = _update_alive(params.candidates, carry.alive, carry.pos, timestep, size)
         resample = timestep.first | ~alive[carry.target]
         sampled = jax.random.categorical(key, jnp.where(alive, 0.0, -jnp.inf))
         target = jnp.where(resample, sampled, carry.target)

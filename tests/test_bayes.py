@@ -107,6 +107,19 @@ def test_swapped_dp_reproduces_reference():
     assert bayes.swapped_bandit_oracle_value(0.25, 100) == pytest.approx(75.0)
 
 
+def test_hidden_goal_dp_by_hand():
+    # 3x3 grid, start in the centre, corners 2 steps away, T = 4: the first corner (t = 2) is
+    # the goal w.p. 1/4 and then pays again at t = 4; the adjacent corner (t = 4) w.p. 1/4.
+    # Standing still first: only the first corner, once (t = 3).
+    env, env_params = make_hidden_goal(size=3, max_steps_in_episode=4)
+    solution = bayes.hidden_goal_bayes_optimal(env, env_params, 4)
+    assert solution.value == pytest.approx(0.25 * 2 + 0.25 * 1)
+    np.testing.assert_allclose(solution.q_table[0, 4, 15], [0.75, 0.75, 0.75, 0.75, 0.25])
+    # After ruling out corner 0 (bit 0) by standing on it at t = 2 with two steps left, the
+    # other three are 2 steps away: found w.p. 1/3 on the last step.
+    np.testing.assert_allclose(solution.q_table[2, 0, 0b1110], [0, 1 / 3, 1 / 3, 0, 0], atol=1e-7)
+
+
 # ------------------------------------------------------------------ policies in the envs
 
 
@@ -174,15 +187,18 @@ def test_hidden_goal_policies():
     T, n = 50, 500
     oracle_env, oracle_params = make_hidden_goal(max_steps_in_episode=T, reveal_task=True)
     env, params = make_hidden_goal(max_steps_in_episode=T)
-    (oracle, *_), (reward, _, out, posterior), (random, *_) = run_trials(
+    solution = bayes.hidden_goal_bayes_optimal(env, params, T)
+    results = run_trials(
         [
             (oracle_env, oracle_params, bayes.make_hidden_goal_oracle(oracle_env)),
             (env, params, bayes.make_hidden_goal_posterior_sampling(env)),
             (env, params, bayes.make_random(5)),
+            (env, params, bayes.make_hidden_goal_bayes_optimal(solution)),
         ],
         jax.random.key(3),
         n,
     )
+    (oracle, *_), (reward, _, out, posterior), (random, *_), optimal_run = results
     # Corners are 4 moves from the centre and the agent restarts there after each goal.
     np.testing.assert_array_equal(np.asarray(oracle).sum(-1), T // 4)
     np.testing.assert_allclose(np.asarray(out["belief"])[:, 1:], np.asarray(posterior)[:, :-1])
@@ -191,3 +207,11 @@ def test_hidden_goal_policies():
     assert np.asarray(reward).sum(-1).min() >= 8
     sampling, random = mean_and_se(reward)[0], mean_and_se(random)[0]
     assert random + 5 < sampling < T // 4, (random, sampling)
+    # The table policy tracks the env's belief and earns the DP's value (10.5 by DP).
+    optimal, _, optimal_out, optimal_posterior = optimal_run
+    np.testing.assert_allclose(
+        np.asarray(optimal_out["belief"])[:, 1:], np.asarray(optimal_posterior)[:, :-1]
+    )
+    assert solution.value == pytest.approx(10.5)
+    value, se = mean_and_se(optimal)
+    assert abs(value - solution.value) < 4 * se, (value, se)

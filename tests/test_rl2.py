@@ -92,16 +92,9 @@ def test_features_round_trip_and_config_errors():
         rl2.RL2Config(gae_lambda=1.5)
 
 
-def test_hidden_goal_dp_hand_case_and_experiment_config_errors():
+def test_experiment_config_errors():
     from experiments import rl2 as experiment
 
-    # 3x3 grid, start in the centre, corners 2 steps away, T = 4: the first corner (t = 2) is
-    # the goal w.p. 1/4 and then pays again at t = 4; the adjacent corner (t = 4) w.p. 1/4.
-    # Standing still first: only the first corner, once (t = 3).
-    env, env_params = hidden_goal.make_hidden_goal(size=3, max_steps_in_episode=4)
-    value, q_table = experiment.hidden_goal_bayes_optimal(env, env_params, 4)
-    assert value == pytest.approx(0.25 * 2 + 0.25 * 1)
-    np.testing.assert_allclose(q_table[0, 4, 15], [0.75, 0.75, 0.75, 0.75, 0.25])
     with pytest.raises(ValueError, match="name"):
         experiment.EnvConfig(name="cartpole")
     with pytest.raises(ValueError, match="eval_seed"):
@@ -110,15 +103,33 @@ def test_hidden_goal_dp_hand_case_and_experiment_config_errors():
 
 @pytest.mark.slow
 def test_command_trains_resumes_and_analyses(tmp_path):
+    import json
+
     from experiments import rl2 as experiment
 
-    args = ["--preset", "quick", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
+    run, out = tmp_path / "run", tmp_path / "out"
+    args = ["--preset", "quick", "--run-dir", str(run), "--out", str(out),
             "--set", "train.updates_per_chunk=20", "--set", "train.num_updates=40",
             "--set", "analysis.num_trials=200", "--set", "analysis.probe_trials=100",
             "--set", "analysis.mlp_steps=50", "--set", "analysis.num_pairs=500"]
+
+    def chunks_logged():
+        return [json.loads(line)["chunk"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
     experiment.main(args)
-    for name in ("summary.md", "summary.json", "probe_r2.png", "hidden_pca.png", "regret.png"):
-        assert (tmp_path / "out" / name).exists()
+    for name in ("summary.md", "probe_r2.png", "hidden_pca.png", "regret.png"):
+        assert (out / name).stat().st_size > 0, name
+    analysed = json.loads((out / "summary.json").read_text())
+    assert analysed["trained_updates"] == 40 and chunks_logged() == [1, 2]
+    # the evaluation is wired to the exact baseline: its Q-values pick its own actions, and its
+    # return on the held-out tasks matches the DP value 12.431 (T = 20)
+    optimal = analysed["policies"]["bayes_optimal"]
+    assert optimal["agreement"] == 1.0
+    assert abs(optimal["return"] - 12.431) < 4 * optimal["return_se"], optimal
+    assert all(np.isfinite(v["r2"]) for v in analysed["decoding"].values())
+
     experiment.main(args + ["--mode", "train"])  # resumes at the last checkpoint: nothing left to do
-    experiment.main(args + ["--mode", "evaluate"])  # restores the checkpoint
-    assert (tmp_path / "run" / "summary.json").exists()
+    assert chunks_logged() == [1, 2]
+    experiment.main(args + ["--mode", "evaluate"])  # restores the checkpoint: the same agent, tasks, returns
+    evaluated = json.loads((run / "summary.json").read_text())
+    assert evaluated["policies"]["agent"] == analysed["policies"]["agent"]
