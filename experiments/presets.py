@@ -27,7 +27,7 @@ META_PRESETS = {
     # a tiny grid, a short delayed chain and a generated-grid family.
     "quick": MetaConfig(
         envs=("tabular_small", "chain_short", "generated"),
-        lifetimes_per_env=4,
+        lifetimes_per_env=8,
         num_envs=16,
         rollout_len=20,
         inner_updates=5,
@@ -35,7 +35,7 @@ META_PRESETS = {
         rule=RuleConfig(hidden=64, y_size=30),
         hypers=HyperChoices(learning_rates=(1.0, 2.0, 4.0)),
         meta_lr=1e-3,
-        num_meta_steps=300,
+        num_meta_steps=800,
         steps_per_chunk=10,
         checkpoint_every=5,
     ),
