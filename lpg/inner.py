@@ -51,6 +51,8 @@ class LPGAgent(NamedTuple):
 
     def init(self, key: chex.PRNGKey, learning_rate: chex.Array) -> AgentState:
         params = self.network.init(key, self.obs0)
+        # An array (never a Python/numpy scalar, which inject_hyperparams would treat as static).
+        learning_rate = jnp.asarray(learning_rate, jnp.float32)
         optimizer = optax.inject_hyperparams(OPTIMIZERS[self.optimizer_name])(learning_rate=learning_rate)
         return AgentState(params, optimizer.init(params))
 

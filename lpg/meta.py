@@ -33,6 +33,7 @@ from lpg.a2c import lambda_returns, make_optimizer
 from lpg.agents import make_agent, AGENT_KINDS
 from lpg.inner import AgentState, Hypers, LPGAgent, make_lpg_agent
 from lpg.update_rule import RuleConfig, init_rule
+from lpg.config import validate
 
 
 class Source(NamedTuple):
@@ -115,9 +116,7 @@ class MetaConfig:
             (self.num_meta_steps % self.steps_per_chunk == 0, "num_meta_steps must be a multiple of steps_per_chunk"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"MetaConfig: {message}")
+        validate(self, checks)
 
     @property
     def env_steps_per_meta_step(self) -> int:

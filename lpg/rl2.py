@@ -29,6 +29,7 @@ from flax import struct
 from lpg.a2c import OPTIMIZERS, lambda_returns, make_optimizer
 from lpg.learner import Learner
 from lpg.rollout import Timestep, Trajectory
+from lpg.config import validate
 
 CELLS = ("gru", "lstm")
 
@@ -71,9 +72,7 @@ class RL2Config:
             (self.entropy_anneal_updates >= 1, "entropy_anneal_updates must be >= 1"),
             (self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm must be > 0 or None"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"RL2Config: {message} (got {self})")
+        validate(self, checks)
 
 
 def _flat_obs(obs) -> chex.Array:

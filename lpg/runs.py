@@ -88,7 +88,14 @@ class RunDir:
         if step is None:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        state = self.checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
+        try:
+            state = self.checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"the checkpoint in {self.path / 'checkpoints'} (step {step}) does not match the state this "
+                f"code builds (was it written by another version?); pass --no-resume to start over or "
+                f"pick another --run-dir. Cause: {str(e)[:300]}"
+            ) from e
         if self.is_main and self.metrics_path.exists():
             kept = [
                 line for line in self.metrics_path.read_text().splitlines()

@@ -1,0 +1,288 @@
+"""The y analysis (Oh et al. 2020): does y(s) encode values at many discounts?
+
+    python -m experiments.analyse_y --rule runs/meta_quick/rule.msgpack [--env tabular_dense]
+
+Trains --seeds tabular agents for --updates updates with the learned rule at the training
+discount (--discount, default 0.995 as in the paper). A TD(λ) value table is trained alongside
+on the same experience at that discount (the scalar-value baseline). For each final agent:
+take y(s) on the states the agent visited at least --min-visits times (default 100: a state
+seen a handful of times has a y and a TD value still near their initial zeros),
+compute the true values V^π_γ of its final policy by exact policy evaluation at γ in
+--eval-discounts, fit a 1-hidden-layer MLP from y(s) (and, separately, from the TD value) to
+V_γ(s) on a --train-fraction of the states, and report held-out R² (mean ± 95% CI over
+seeds). A control repeats the y regression for agents trained by an untrained rule (same
+RuleConfig, fresh init): what y holds without meta-learning.
+
+Writes OUT/y_analysis.json, OUT/summary.md, OUT/y_fits.png (held-out fits, first seed) and
+OUT/y_r2.png (R² against the discount). OUT defaults to RUN_DIR/y_analysis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs.planning import tabular_mdp
+from experiments.evaluate import format_cell, middle_choice, training_hypers
+from lpg import evaluate as ev_lib
+from lpg import y_analysis
+from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
+from lpg.update_rule import init_rule, load_rule
+
+FEATURES = ("y (learned rule)", "TD(λ) value", "y (untrained rule)")
+MIN_STATES = 12  # enough for a train / validation / test split
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def train_agents(ev, rule_config, rules: dict, args):
+    """Final TrainStates [seeds, ...] and metrics of agents trained by each rule, with a TD(λ) table alongside."""
+    level = ev.level(0)
+    agent = make_lpg_agent(ev.env, level, rule_config, agent="tabular", optimizer="sgd")
+    num_states = ev.env.observation_space(level).n
+    # jax arrays, not numpy scalars: optax.inject_hyperparams treats numpy scalars as static.
+    f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    hypers = Hypers(f(args.discount), f(args.lr), f(args.alpha_y), f(0.0))
+
+    def make_learner(rule_params):
+        learner = make_lpg_learner(agent, rule_params, hypers)
+        return y_analysis.with_td_value(learner, num_states, args.discount, args.td_lambda, args.td_step_size)
+
+    config = ev_lib.LifetimeConfig(num_updates=args.updates, num_envs=args.num_envs, rollout_len=args.rollout_len,
+                                   num_seeds=args.seeds)
+    lifetimes = ev_lib.make_lifetimes(ev.env, make_learner, config, return_state=True)
+    out = {}
+    for name, params in rules.items():
+        t0 = time.time()
+        state, metrics = jax.device_get(lifetimes(ev.levels, params, jax.random.PRNGKey(args.seed)))
+        state = jax.tree.map(lambda x: np.asarray(x)[0], state)  # the one level
+        metrics = {k: np.asarray(v)[0] for k, v in metrics.items()}
+        report = ev_lib.final_report({k: v[None] for k, v in metrics.items()}, config)
+        log(f"  trained {args.seeds} agent(s) with the {name}: final return {format_cell(report)} "
+            f"({time.time() - t0:.0f}s)")
+        out[name] = (state, report)
+    return out
+
+
+def tables(state, seed: int, kl: bool):
+    """(π [S, A], y [S, m], v_td [S], visits [S]) of one seed's final agent."""
+    params = state.learner.learner.params["params"]
+    logits, y = np.asarray(params["pi"][seed], np.float64), np.asarray(params["aux"][seed], np.float64)
+    pi = np.exp(logits - logits.max(1, keepdims=True))
+    pi /= pi.sum(1, keepdims=True)
+    if kl:  # the rule reads softmax(y) in KL mode; so does the probe
+        y = np.exp(y - y.max(1, keepdims=True))
+        y /= y.sum(1, keepdims=True)
+    return pi, y, np.asarray(state.learner.v[seed]), np.asarray(state.learner.visits[seed])
+
+
+def analyse(args) -> dict:
+    rule_params, rule_config = load_rule(args.rule)
+    untrained = init_rule(rule_config, jax.random.PRNGKey(args.untrained_seed))
+    ev = ev_lib.eval_env(args.env, 1, jax.random.PRNGKey(args.seed))
+    if not ev.tabular:
+        raise SystemExit(f"error: --env {args.env} has no tabular observations; the y analysis needs a tabular level")
+    level = ev.level(0)
+    try:
+        mdp = tabular_mdp(ev.env, level)
+    except ValueError as e:
+        raise SystemExit(f"error: --env {args.env}: {e}") from None
+    reachable = y_analysis.reachable_states(mdp)
+    log(f"{args.env}: {mdp.num_states} tabular states, {reachable.sum()} reachable; training {args.seeds} agent(s) "
+        f"for {args.updates} updates x {args.num_envs * args.rollout_len} steps at γ={args.discount}, "
+        f"lr {args.lr:g}, α_y {args.alpha_y:g}")
+    trained = train_agents(ev, rule_config, {"learned rule": rule_params, "untrained rule": untrained}, args)
+    discounts = list(args.eval_discounts)
+    kl = rule_config.y_loss == "kl"
+
+    per_seed = []
+    key = jax.random.PRNGKey(args.seed + 1)
+    for seed in range(args.seeds):
+        finite = [np.isfinite(np.concatenate([np.ravel(t) for t in tables(trained[name][0], seed, kl)])).all()
+                  for name in trained]
+        if not all(finite):
+            log(f"  seed {seed}: left out, an agent's tables are not finite (diverged: lower --lr or --alpha-y)")
+            continue
+        pi, y, v_td, visits = tables(trained["learned rule"][0], seed, kl)
+        states = np.flatnonzero(reachable & (visits >= args.min_visits))
+        values = y_analysis.true_values(mdp, pi, discounts)[:, states]  # [D, N]
+        _, y_control, _, visits_control = tables(trained["untrained rule"][0], seed, kl)
+        states_control = np.flatnonzero(reachable & (visits_control >= args.min_visits))
+        pi_control = tables(trained["untrained rule"][0], seed, kl)[0]
+        values_control = y_analysis.true_values(mdp, pi_control, discounts)[:, states_control]
+        if min(len(states), len(states_control)) < MIN_STATES:
+            raise SystemExit(f"error: seed {seed}: only {min(len(states), len(states_control))} states were "
+                             f"visited at least {args.min_visits} times (need {MIN_STATES}); lower --min-visits "
+                             "or raise --updates")
+        key, k = jax.random.split(key)
+        fits = {
+            FEATURES[0]: (y_analysis.regression_r2(y[states], values, k, args.train_fraction), values, states),
+            FEATURES[1]: (y_analysis.regression_r2(v_td[states, None], values, k, args.train_fraction), values, states),
+            FEATURES[2]: (y_analysis.regression_r2(y_control[states_control], values_control, k, args.train_fraction),
+                          values_control, states_control),
+        }
+        td_error = float(np.sqrt(np.mean((v_td[states] - values[0]) ** 2)))
+        per_seed.append({"fits": fits, "num_states": len(states), "num_states_control": len(states_control),
+                         "td_rmse_at_training_discount": td_error})
+        log(f"  seed {seed}: {len(states)} visited states; R² " + "; ".join(
+            f"{name}: " + " ".join(f"{r:.3f}" for r in fit[0]["r2"]) for name, fit in fits.items()))
+
+    if not per_seed:
+        raise SystemExit("error: every seed diverged (non-finite agent tables); lower --lr or --alpha-y")
+    summary = {}
+    for name in FEATURES:
+        r2 = np.array([s["fits"][name][0]["r2"] for s in per_seed])  # [seeds, D]
+        summary[name] = {"r2_per_seed": r2.tolist(),
+                         "r2_mean": [ev_lib.confidence_interval(r2[:, d])[0] for d in range(len(discounts))],
+                         "r2_ci95": [ev_lib.confidence_interval(r2[:, d])[1] for d in range(len(discounts))]}
+    results = {
+        "command": "python -m experiments.analyse_y " + " ".join(args.argv),
+        "rule": str(args.rule), "rule_config": dataclasses.asdict(rule_config), "env": args.env,
+        "training_discount": args.discount, "eval_discounts": discounts,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("argv", "out", "rule")},
+        "num_states": int(mdp.num_states), "reachable_states": int(reachable.sum()),
+        "seeds_analysed": len(per_seed),
+        "visited_states_per_seed": [s["num_states"] for s in per_seed],
+        "visited_states_per_seed_untrained_rule": [s["num_states_control"] for s in per_seed],
+        "td_rmse_at_training_discount": [s["td_rmse_at_training_discount"] for s in per_seed],
+        "final_return": {name: {"mean": rep["final_mean"], "ci95": rep["final_ci95"]}
+                         for name, (_, rep) in trained.items()},
+        "r2": summary,
+    }
+    return results, per_seed
+
+
+def table(results: dict) -> str:
+    ds = results["eval_discounts"]
+    lines = ["| regressed from | " + " | ".join(f"R² at γ={d:g}" for d in ds) + " |",
+             "| --- | " + " | ".join("---" for _ in ds) + " |"]
+    for name, r in results["r2"].items():
+        cells = [f"{m:.3f}" + ("" if not np.isfinite(h) else f" ± {h:.3f}")
+                 for m, h in zip(r["r2_mean"], r["r2_ci95"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, per_seed: list, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds = results["eval_discounts"]
+    names = FEATURES[:2]
+    fig, axes = plt.subplots(len(names), len(ds), figsize=(3.2 * len(ds), 3.1 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        fit, values, _ = per_seed[0]["fits"][name]
+        for col, d in enumerate(ds):
+            ax = axes[row, col]
+            truth = values[col, fit["test"]]
+            ax.scatter(truth, fit["predictions"][col], s=6, alpha=0.6)
+            both = np.concatenate([truth, fit["predictions"][col]])
+            lo, hi = float(both.min()), float(both.max())
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+            ax.set_title(f"{name}, γ={d:g}: R²={fit['r2'][col]:.3f}", fontsize=8)
+            ax.set_xlabel("true V_γ(s) (held-out states)", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("MLP prediction", fontsize=8)
+    fig.suptitle(f"{results['env']}: MLP(features) -> V_γ of the final policy, seed 0 "
+                 f"(training γ={results['training_discount']:g})", fontsize=9)
+    fig.tight_layout()
+    paths = [out / "y_fits.png"]
+    fig.savefig(paths[0], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, r in results["r2"].items():
+        m, h = np.array(r["r2_mean"]), np.nan_to_num(np.array(r["r2_ci95"], float))
+        ax.errorbar(range(len(ds)), m, yerr=h, marker="o", capsize=3, label=name)
+    ax.set_xticks(range(len(ds)), [f"{d:g}" for d in ds])
+    ax.set_xlabel("discount γ of the true values")
+    ax.set_ylabel("held-out R²")
+    ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{results['env']}: R² (mean ± 95% CI over seeds)", fontsize=9)
+    fig.tight_layout()
+    paths.append(out / "y_r2.png")
+    fig.savefig(paths[1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rule", required=True, help="a rule written by meta-training (RUN_DIR/rule.msgpack)")
+    parser.add_argument("--env", default="tabular_dense",
+                        help="a tabular level with an exact MDP: a tabular_* grid, a chain, generated_heldout, ...")
+    parser.add_argument("--seeds", type=int, default=3, help="agents trained (one analysis each)")
+    parser.add_argument("--updates", type=int, default=1000, help="agent updates per lifetime")
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--rollout-len", type=int, default=20)
+    parser.add_argument("--discount", type=float, default=0.995,
+                        help="training discount of the agents and the TD table")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="agent SGD learning rate on the mean loss (default: middle of the rule's meta-training "
+                             "choices from RUN_DIR/config.json, else 40)")
+    parser.add_argument("--alpha-y", type=float, default=None,
+                        help="α_y (default: middle of the rule's meta-training choices, else 0.5)")
+    parser.add_argument("--eval-discounts", type=float, nargs="+", default=None,
+                        help="discounts of the true values (default: the training discount, 0.99, 0.95, 0.9)")
+    parser.add_argument("--td-lambda", type=float, default=0.95, help="λ of the TD(λ) baseline table")
+    parser.add_argument("--td-step-size", type=float, default=0.2,
+                        help="TD(λ) step size on the per-state mean TD error of a batch")
+    parser.add_argument("--min-visits", type=int, default=100,
+                        help="states the agent visited fewer times in its lifetime are left out: their y and TD "
+                             "entries have barely moved from their initial values (1 = every visited state)")
+    parser.add_argument("--train-fraction", type=float, default=0.75, help="share of states the MLP is fitted on")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--untrained-seed", type=int, default=12345, help="PRNG seed of the untrained-rule control")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/y_analysis)")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if not Path(args.rule).exists():
+        parser.error(f"--rule {args.rule}: no such file (meta-training writes RUN_DIR/rule.msgpack)")
+    try:
+        ev_lib.check_env_name(args.env)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.seeds < 1 or args.updates < 1:
+        parser.error("--seeds and --updates must be >= 1")
+    hypers = training_hypers(Path(args.rule)) or {}
+    if args.lr is None:
+        args.lr = middle_choice(hypers.get("learning_rates"), 40.0)
+    if args.alpha_y is None:
+        args.alpha_y = middle_choice(hypers.get("alpha_ys"), 0.5)
+    if args.eval_discounts is None:
+        args.eval_discounts = [args.discount] + [d for d in (0.99, 0.95, 0.9) if d != args.discount]
+    args.out = Path(args.out) if args.out else Path(args.rule).parent / "y_analysis"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results, per_seed = analyse(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "y_analysis.json").write_text(json.dumps(results, indent=1) + "\n")
+    text = table(results)
+    (args.out / "summary.md").write_text(
+        f"# y analysis on {results['env']}\n\nCommand: `{results['command']}`\n\n"
+        f"Held-out R² of a 1-hidden-layer MLP regressing true values V_γ of the final policy "
+        f"(mean ± 95% CI over {args.seeds} seed(s)):\n\n{text}\n")
+    paths = plot(results, per_seed, args.out)
+    print(text)
+    log(f"wrote {args.out / 'y_analysis.json'}, {args.out / 'summary.md'}, " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
