@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: compile time and best-of-n run time of a jitted function."""
+"""Timing helpers shared by the benchmarks: compile time, and best-of-n run times taken interleaved."""
 
 from __future__ import annotations
 
@@ -9,20 +9,25 @@ from datetime import date
 import jax
 
 
-def compile_and_time(fn, args, repeats: int = 3, static_argnums=()) -> dict:
-    """Compiles `jax.jit(fn)` for `args` (timed: trace + lower + XLA compile), then runs it
-    `repeats` times; returns compile seconds and the best run's seconds (the machine is shared,
-    so the fastest run is the least disturbed one). The first run is a warm-up and not counted."""
+def compile_timed(fn, args, static_argnums=()):
+    """(compiled function, compile seconds) for `jax.jit(fn)` at `args`, after one warm-up run."""
     t0 = time.perf_counter()
     compiled = jax.jit(fn, static_argnums=static_argnums).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     jax.block_until_ready(compiled(*args))
-    runs = []
+    return compiled, round(compile_s, 2)
+
+
+def best_interleaved(calls: dict, repeats: int) -> dict:
+    """Best-of-`repeats` seconds of each `name -> (compiled, args)`, running them in turn
+    (a, b, c, a, b, c, ...) so that a change in the machine's load hits every one alike."""
+    best = {name: float("inf") for name in calls}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        runs.append(time.perf_counter() - t0)
-    return {"compile_s": round(compile_s, 2), "run_s": min(runs)}
+        for name, (compiled, args) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def machine() -> dict:

@@ -111,8 +111,8 @@ def rollout(
     """
     batch_size = state.first.shape[0]
 
-    def stream_step(carry, timestep, env_state, key):
-        key_policy, key_env = jax.random.split(key)
+    def stream_step(carry, timestep, env_state, keys):
+        key_policy, key_env = keys
         carry = _tree_where(timestep.first, init_carry, carry)
         action, policy_out, carry = policy_fn(policy_params, carry, timestep, key_policy)
         obs, env_state, reward, terminated, truncated, info = env.step(
@@ -127,7 +127,8 @@ def rollout(
         timestep = Timestep(state.obs, state.prev_action, state.prev_reward, state.first)
         (action, policy_out, carry, obs, env_state, reward, terminated, truncated,
          final_obs, info) = jax.vmap(stream_step)(
-            state.carry, timestep, state.env_state, jax.random.split(key, batch_size)
+            # One split per step hands every stream its (policy, env) key pair.
+            state.carry, timestep, state.env_state, jax.random.split(key, (batch_size, 2))
         )
         reward = reward.astype(jnp.float32)
         done = jnp.logical_or(terminated, truncated)
