@@ -124,6 +124,7 @@ def main(argv=None):
         sharding.initialize_distributed()
     try:
         config = apply_overrides(pick_preset(META_PRESETS, args.preset), args.set)
+        sources_for(config.envs)  # unknown names fail here, before anything is compiled
     except ValueError as e:
         parser.error(str(e))
     run_dir = args.run_dir or f"runs/meta_{args.preset}"
