@@ -42,17 +42,24 @@ class A2CConfig:
     hidden: int = 64
 
     def __post_init__(self):
-        checks = [
-            (self.num_envs >= 1, "num_envs must be >= 1"),
-            (self.rollout_len >= 1, "rollout_len must be >= 1"),
-            (0.0 <= self.discount <= 1.0, "discount must be in [0, 1]"),
-            (0.0 <= self.gae_lambda <= 1.0, "gae_lambda must be in [0, 1]"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {tuple(OPTIMIZERS)}"),
+        validate(self, [
+            *actor_critic_checks(self),
             (self.entropy_cost >= 0 and self.value_cost >= 0, "costs must be >= 0"),
             (self.agent in agents.AGENT_KINDS, f"agent must be one of {agents.AGENT_KINDS}"),
-        ]
-        validate(self, checks)
+        ])
+
+
+def actor_critic_checks(config) -> list[tuple[bool, str]]:
+    """Checks shared by the actor-critic configs (A2C here, RL² in lpg.rl2)."""
+    return [
+        (config.num_envs >= 1, "num_envs must be >= 1"),
+        (config.rollout_len >= 1, "rollout_len must be >= 1"),
+        (0.0 <= config.discount <= 1.0, "discount must be in [0, 1]"),
+        (0.0 <= config.gae_lambda <= 1.0, "gae_lambda must be in [0, 1]"),
+        (config.learning_rate > 0, "learning_rate must be > 0"),
+        (config.optimizer in OPTIMIZERS, f"optimizer must be one of {tuple(OPTIMIZERS)}"),
+        (config.max_grad_norm is None or config.max_grad_norm > 0, "max_grad_norm must be > 0 or None"),
+    ]
 
 
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}

@@ -26,7 +26,7 @@ import optax
 import rlax
 from flax import struct
 
-from lpg.a2c import OPTIMIZERS, lambda_returns, make_optimizer
+from lpg.a2c import actor_critic_checks, lambda_returns, make_optimizer
 from lpg.learner import Learner
 from lpg.rollout import Timestep, Trajectory
 from lpg.config import validate
@@ -59,18 +59,12 @@ class RL2Config:
             (self.cell in CELLS, f"cell must be one of {CELLS}"),
             (self.hidden >= 1, "hidden must be >= 1"),
             (self.torso >= 0, "torso must be >= 0"),
-            (self.num_envs >= 1, "num_envs must be >= 1"),
-            (self.rollout_len >= 1, "rollout_len must be >= 1"),
-            (0.0 <= self.discount <= 1.0, "discount must be in [0, 1]"),
-            (0.0 <= self.gae_lambda <= 1.0, "gae_lambda must be in [0, 1]"),
-            (self.learning_rate > 0, "learning_rate must be > 0"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {tuple(OPTIMIZERS)}"),
+            *actor_critic_checks(self),
             (
                 min(self.entropy_cost, self.entropy_cost_end, self.value_cost) >= 0,
                 "entropy and value costs must be >= 0",
             ),
             (self.entropy_anneal_updates >= 1, "entropy_anneal_updates must be >= 1"),
-            (self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm must be > 0 or None"),
         ]
         validate(self, checks)
 
