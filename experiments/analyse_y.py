@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.planning import tabular_mdp
+from experiments.cli import check_rule_and_envs
 from experiments.evaluate import format_cell, middle_choice, training_hypers
 from lpg import evaluate as ev_lib
 from lpg import y_analysis
@@ -250,12 +251,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/y_analysis)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if not Path(args.rule).exists():
-        parser.error(f"--rule {args.rule}: no such file (meta-training writes RUN_DIR/rule.msgpack)")
-    try:
-        ev_lib.check_env_name(args.env)
-    except ValueError as e:
-        parser.error(str(e))
+    check_rule_and_envs(parser, args.rule, [args.env])
     if args.seeds < 1 or args.updates < 1:
         parser.error("--seeds and --updates must be >= 1")
     hypers = training_hypers(Path(args.rule)) or {}

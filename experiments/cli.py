@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any, Mapping
+
+from lpg.evaluate import check_env_name
 
 
 def _coerce(text: str, current: Any, name: str) -> Any:
@@ -71,3 +74,14 @@ def add_common_args(parser: argparse.ArgumentParser, presets: Mapping[str, Any],
     parser.add_argument("--no-resume", action="store_true", help="start over even if the run dir has a checkpoint")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard scalars to RUN_DIR/tensorboard (needs the [tensorboard] extra)")
+
+
+def check_rule_and_envs(parser: argparse.ArgumentParser, rule: str, env_names: list[str]) -> None:
+    """Usage errors for a missing rule file or an unknown environment name."""
+    if not Path(rule).exists():
+        parser.error(f"--rule {rule}: no such file (meta-training writes RUN_DIR/rule.msgpack)")
+    for name in env_names:
+        try:
+            check_env_name(name)
+        except ValueError as e:
+            parser.error(str(e))

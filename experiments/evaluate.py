@@ -34,6 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from experiments.cli import check_rule_and_envs
 from experiments.presets import A2C_PRESETS
 from lpg import evaluate as ev_lib
 from lpg.a2c import A2CConfig
@@ -262,13 +263,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
 
-    if not Path(args.rule).exists():
-        parser.error(f"--rule {args.rule}: no such file (meta-training writes RUN_DIR/rule.msgpack)")
-    for name in args.envs:
-        try:
-            ev_lib.check_env_name(name)
-        except ValueError as e:
-            parser.error(str(e))
+    check_rule_and_envs(parser, args.rule, args.envs)
     for flag in ("levels", "seeds", "updates", "num_envs", "rollout_len", "curve_points"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
