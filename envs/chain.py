@@ -22,6 +22,9 @@ CHAIN_KINDS = {
     "short_noisy": (5, 30, True, "tabular"),
     "long_noisy": (5, 50, True, "tabular"),
     "distraction": (5, 30, False, "distraction"),
+    # For evaluation only: longer than any chain a training source draws except the long kinds
+    # (experiments.evaluate warns when a rule was meta-trained on those).
+    "heldout": (31, 50, False, "tabular"),
 }
 NUM_NOISE_BITS = 20
 
@@ -127,7 +130,7 @@ def make_chain(env: DelayedChain, length: int, good_action: int = 0, noisy: bool
 
 
 def sample_chain(key: jax.Array, kind: str, max_length: int = 50) -> ChainParams:
-    """Per-lifetime ChainParams of `kind` (short, long, short_noisy, long_noisy, distraction):
+    """Per-lifetime ChainParams of `kind` (short, long, short_noisy, long_noisy, distraction, heldout):
     length uniform in the kind's range, good branch a fair coin. Jittable with static kind."""
     if kind not in CHAIN_KINDS:
         raise ValueError(f"unknown chain kind {kind!r}; allowed: {sorted(CHAIN_KINDS)}")

@@ -9,9 +9,12 @@ episode.
 Generator (`sample_level`): a level is described by the discrete descriptor
 (height, width, number of objects). The held-out family is a fixed pseudo-random subset of
 descriptors (an integer hash of the descriptor and `split_seed`, a `heldout_fraction` of
-them); `sample_level(key, dist, "train")` only draws descriptors outside it and
-`sample_level(key, dist, "heldout")` only inside it, so the families are disjoint by
-construction, and `is_heldout(params, dist)` recomputes the hash from the level itself.
+them) *minus* every descriptor a named grid uses (`NAMED_DESCRIPTORS`: `NAMED_GRIDS` and
+`EXTRA_GRIDS`), so a rule meta-trained on named grids or on the training family never sees
+a level of a held-out shape. `sample_level(key, dist, "train")` only draws descriptors
+outside the hashed subset and `sample_level(key, dist, "heldout")` only from the held-out
+family, so the families are disjoint by construction (a hashed descriptor of a named grid
+is in neither), and `is_heldout(params, dist)` recomputes the membership from the level.
 
 Walls of generated levels are horizontal segments on odd rows, each odd row keeping at least
 one gap cell. Even rows stay fully free, every odd-row cell touches an even row, and
@@ -68,6 +71,24 @@ NAMED_GRIDS: dict[str, LevelSpec] = {
 }
 
 
+# Extra small levels that are not in the paper, for quick CPU runs and tests.
+EXTRA_GRIDS: dict[str, LevelSpec] = {
+    "tabular_small": LevelSpec(height=5, width=5, objects=((1.0, 1.0, 0.0), (-1.0, 1.0, 0.0)),
+                               placement="fixed", max_steps=20, seed=5),
+}
+
+
+def grid_descriptor(spec: LevelSpec) -> tuple[int, int, int]:
+    """(height, width, number of objects): what the generator's train / held-out split is made on."""
+    return (int(spec.height), int(spec.width), len(spec.objects))
+
+
+# Descriptors of every named grid; never in the generator's held-out family.
+NAMED_DESCRIPTORS: tuple[tuple[int, int, int], ...] = tuple(
+    sorted({grid_descriptor(spec) for spec in (*NAMED_GRIDS.values(), *EXTRA_GRIDS.values())})
+)
+
+
 def make_named_grid(
     name: str,
     obs_mode: str | None = None,
@@ -107,7 +128,8 @@ class LevelDistribution:
     kind 0, so every level has something worth collecting); each further object takes a
     uniform kind; wall cells with probability uniform in [0, wall_density] on the allowed
     wall cells; max steps from `max_steps_choices`; placement "fixed", "random" or "mixed"
-    (a fair coin per level).
+    (a fair coin per level). `reserved_descriptors` are left out of the held-out family
+    (default: the named grids' descriptors); the train family does not depend on them.
     """
 
     height_range: tuple[int, int] = (5, 11)
@@ -122,6 +144,7 @@ class LevelDistribution:
     placement: str = "fixed"
     heldout_fraction: float = 0.2
     split_seed: int = 0
+    reserved_descriptors: tuple[tuple[int, int, int], ...] = NAMED_DESCRIPTORS
 
     def __post_init__(self):
         (h0, h1), (w0, w1) = self.height_range, self.width_range
@@ -152,6 +175,11 @@ class LevelDistribution:
             )
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        if not all(isinstance(d, tuple) and len(d) == 3 for d in self.reserved_descriptors):
+            raise ValueError(
+                "reserved_descriptors must be a tuple of (height, width, num_objects) tuples, "
+                f"got {self.reserved_descriptors!r}"
+            )
         if _min_free_cells(h0, w0) < self.max_objects + 1:
             raise ValueError(
                 f"a {h0}x{w0} level with walls may have only {_min_free_cells(h0, w0)} free "
@@ -198,10 +226,23 @@ def _descriptor_hash(height, width, num_objects, split_seed, xp):
     return x ^ (x >> c(16))
 
 
-def _heldout_descriptor(height, width, num_objects, split_seed, heldout_fraction, xp=jnp):
-    threshold = xp.uint32(int(round(heldout_fraction * 10000)))
+def _hashed_heldout(height, width, num_objects, dist: LevelDistribution, xp=jnp):
+    """The hashed subset: descriptors outside it form the train family."""
+    threshold = xp.uint32(int(round(dist.heldout_fraction * 10000)))
+    split_seed = xp.full_like(xp.asarray(height), dist.split_seed)  # arrays: numpy wraps uint32 silently
     x = _descriptor_hash(height, width, num_objects, split_seed, xp)
     return x % xp.uint32(10000) < threshold
+
+
+def _heldout_descriptor(height, width, num_objects, dist: LevelDistribution, xp=jnp):
+    """The held-out family: the hashed subset minus `dist.reserved_descriptors`."""
+    held = _hashed_heldout(height, width, num_objects, dist, xp)
+    if not dist.reserved_descriptors:
+        return held
+    descriptor = xp.stack([xp.asarray(v).astype(xp.int32) for v in (height, width, num_objects)], axis=-1)
+    reserved = xp.asarray(dist.reserved_descriptors, dtype=xp.int32)  # [R, 3]
+    named = (descriptor[..., None, :] == reserved).all(-1).any(-1)
+    return held & ~named
 
 
 @functools.lru_cache(maxsize=None)
@@ -214,20 +255,17 @@ def _descriptor_table(dist: LevelDistribution, family: str) -> np.ndarray:
         indexing="ij",
     )
     table = np.stack([h.ravel(), w.ravel(), n.ravel()], axis=1).astype(np.int32)
-    held = _heldout_descriptor(
-        table[:, 0], table[:, 1], table[:, 2], np.full(len(table), dist.split_seed),
-        dist.heldout_fraction, xp=np
-    )
-    return table[held] if family == "heldout" else table[~held]
+    d = (table[:, 0], table[:, 1], table[:, 2])
+    if family == "heldout":
+        return table[_heldout_descriptor(*d, dist, xp=np)]
+    return table[~_hashed_heldout(*d, dist, xp=np)]
 
 
 def is_heldout(params: GridParams, dist: LevelDistribution | None = None) -> jax.Array:
     """Whether a level's descriptor is in `dist`'s held-out family (jittable; bool scalar)."""
     dist = LevelDistribution() if dist is None else dist
     num_objects = jnp.sum(params.obj_active.astype(jnp.int32))
-    return _heldout_descriptor(
-        params.height, params.width, num_objects, dist.split_seed, dist.heldout_fraction
-    )
+    return _heldout_descriptor(params.height, params.width, num_objects, dist)
 
 
 @functools.partial(jax.jit, static_argnames=("dist", "family"))

@@ -1,7 +1,7 @@
 """Level samplers by name: what a lifetime draws its level from.
 
 `level_sampler(name) -> (env, sample_params)` where `sample_params(key)` is jittable.
-Named grids always return their one level; chains draw a length and a good branch per
+Named grids always return their one level (`<grid>_18`: with the paper's 18 actions); chains draw a length and a good branch per
 lifetime; "generated" draws from the level generator's training family and
 "generated_heldout" from its disjoint held-out family.
 """
@@ -14,17 +14,12 @@ from typing import Any, Callable
 import jax
 
 from envs.chain import CHAIN_KINDS, DelayedChain, sample_chain
-from envs.gridworld import LevelSpec
-from envs.levels import NAMED_GRIDS, LevelDistribution, make_named_grid, sample_level
+from envs.levels import EXTRA_GRIDS, NAMED_GRIDS, LevelDistribution, make_named_grid, sample_level
 from envs.probe import ContextualBandit
 
-# Extra small levels that are not in the paper, for quick CPU runs and tests.
-EXTRA_GRIDS: dict[str, LevelSpec] = {
-    "tabular_small": LevelSpec(height=5, width=5, objects=((1.0, 1.0, 0.0), (-1.0, 1.0, 0.0)),
-                               placement="fixed", max_steps=20, seed=5),
-}
-
 DEFAULT_DISTRIBUTION = LevelDistribution()
+# "<named grid>_18": the grid with the paper's 18 actions (9 moves x {collect, don't}).
+COLLECT_SUFFIX = "_18"
 
 
 def _constant(params):
@@ -35,6 +30,9 @@ def level_sampler(name: str, distribution: LevelDistribution = DEFAULT_DISTRIBUT
     """(env, sample_params) for a training/evaluation source called `name`."""
     if name in NAMED_GRIDS:
         env, params = make_named_grid(name)
+        return env, _constant(params)
+    if name.endswith(COLLECT_SUFFIX) and name[: -len(COLLECT_SUFFIX)] in NAMED_GRIDS:
+        env, params = make_named_grid(name[: -len(COLLECT_SUFFIX)], collect_actions=True)
         return env, _constant(params)
     if name in EXTRA_GRIDS:
         from envs.gridworld import smallest_gridworld
@@ -56,7 +54,8 @@ def level_sampler(name: str, distribution: LevelDistribution = DEFAULT_DISTRIBUT
 
 def source_names() -> list[str]:
     chains = [f"chain_{k}" for k in CHAIN_KINDS]
-    return [*NAMED_GRIDS, *EXTRA_GRIDS, *chains, "generated", "generated_heldout", "probe"]
+    collect = [f"{name}{COLLECT_SUFFIX}" for name in NAMED_GRIDS]
+    return [*NAMED_GRIDS, *collect, *EXTRA_GRIDS, *chains, "generated", "generated_heldout", "probe"]
 
 
 def sample_many(name: str, key: jax.Array, n: int):

@@ -46,8 +46,9 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def train_agents(ev, rule_config, rules: dict, args):
-    """Final TrainStates [seeds, ...] and metrics of agents trained by each rule, with a TD(λ) table alongside."""
+def train_agents(ev, rule_config, rules: dict, args, num_seeds: int | None = None, random_y: bool = False):
+    """Final TrainStates [seeds, ...] and metrics of agents trained by each rule, with a TD(λ) table alongside
+    (y tables drawn uniformly from [0, 1] at init with `random_y`)."""
     level = ev.level(0)
     agent = make_lpg_agent(ev.env, level, rule_config, agent="tabular", optimizer="sgd")
     num_states = ev.env.observation_space(level).n
@@ -57,10 +58,12 @@ def train_agents(ev, rule_config, rules: dict, args):
 
     def make_learner(rule_params):
         learner = make_lpg_learner(agent, rule_params, hypers)
+        if random_y:
+            learner = y_analysis.with_random_y(learner)
         return y_analysis.with_td_value(learner, num_states, args.discount, args.td_lambda, args.td_step_size)
 
     config = ev_lib.LifetimeConfig(num_updates=args.updates, num_envs=args.num_envs, rollout_len=args.rollout_len,
-                                   num_seeds=args.seeds)
+                                   num_seeds=num_seeds or args.seeds)
     lifetimes = ev_lib.make_lifetimes(ev.env, make_learner, config, return_state=True)
     out = {}
     for name, params in rules.items():
@@ -69,7 +72,7 @@ def train_agents(ev, rule_config, rules: dict, args):
         state = jax.tree.map(lambda x: np.asarray(x)[0], state)  # the one level
         metrics = {k: np.asarray(v)[0] for k, v in metrics.items()}
         report = ev_lib.final_report({k: v[None] for k, v in metrics.items()}, config)
-        log(f"  trained {args.seeds} agent(s) with the {name}: final return {format_cell(report)} "
+        log(f"  trained {config.num_seeds} agent(s) with the {name}: final return {format_cell(report)} "
             f"({time.time() - t0:.0f}s)")
         out[name] = (state, report)
     return out
@@ -146,6 +149,8 @@ def analyse(args) -> dict:
         summary[name] = {"r2_per_seed": r2.tolist(),
                          "r2_mean": [ev_lib.confidence_interval(r2[:, d])[0] for d in range(len(discounts))],
                          "r2_ci95": [ev_lib.confidence_interval(r2[:, d])[1] for d in range(len(discounts))]}
+    agreement = agreement_check(ev, mdp, rule_config, {"learned rule": rule_params, "untrained rule": untrained},
+                                reachable, args, kl)
     results = {
         "command": "python -m experiments.analyse_y " + " ".join(args.argv),
         "rule": str(args.rule), "rule_config": dataclasses.asdict(rule_config), "env": args.env,
@@ -159,8 +164,35 @@ def analyse(args) -> dict:
         "final_return": {name: {"mean": rep["final_mean"], "ci95": rep["final_ci95"]}
                          for name, (_, rep) in trained.items()},
         "r2": summary,
+        "agreement": agreement,
     }
     return results, per_seed
+
+
+def agreement_check(ev, mdp, rule_config, rules: dict, reachable, args, kl: bool) -> dict:
+    """The paper's agreement check: --pairs pairs of agents with y tables drawn independently from
+    [0, 1] are trained by the same rule on the same level; y_disagreement of each pair over the
+    states both visited at least --min-visits times (2 at init by construction, 0 = they predict
+    the same), against the same check for the untrained rule."""
+    log(f"agreement: {args.pairs} pair(s) of agents with independently drawn y tables per rule")
+    trained = train_agents(ev, rule_config, rules, args, num_seeds=2 * args.pairs, random_y=True)
+    rng = np.random.default_rng(args.seed)
+    out = {}
+    for name, (state, _) in trained.items():
+        finals, inits = [], []
+        for pair in range(args.pairs):
+            a, b = (tables(state, 2 * pair + i, kl) for i in range(2))
+            both = np.flatnonzero(reachable & (a[3] >= args.min_visits) & (b[3] >= args.min_visits))
+            if len(both) < 2 or not (np.isfinite(a[1]).all() and np.isfinite(b[1]).all()):
+                continue
+            finals.append(y_analysis.y_disagreement(a[1][both], b[1][both]))
+            inits.append(y_analysis.y_disagreement(*rng.uniform(size=(2, len(both), a[1].shape[1]))))
+        out[name] = {"disagreement_final": finals, "disagreement_init": inits,
+                     "mean": float(np.mean(finals)) if finals else None,
+                     "ci95": ev_lib.confidence_interval(finals)[1] if len(finals) > 1 else None}
+        log(f"  {name}: final disagreement " + ", ".join(f"{d:.3f}" for d in finals)
+            + f" (at init {np.mean(inits):.2f})" if finals else f"  {name}: no pair with shared visited states")
+    return out
 
 
 def table(results: dict) -> str:
@@ -171,6 +203,20 @@ def table(results: dict) -> str:
         cells = [f"{m:.3f}" + ("" if not np.isfinite(h) else f" ± {h:.3f}")
                  for m, h in zip(r["r2_mean"], r["r2_ci95"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def agreement_table(results: dict) -> str:
+    """Disagreement of y between independently initialised agents (0 = the same predictions)."""
+    lines = ["| rule | y disagreement at init | after training (per pair) | mean ± 95% CI |",
+             "| --- | --- | --- | --- |"]
+    for name, r in results["agreement"].items():
+        if not r["disagreement_final"]:
+            lines.append(f"| {name} | – | no pair with shared visited states | – |")
+            continue
+        ci = "" if r["ci95"] is None else f" ± {r['ci95']:.3f}"
+        lines.append(f"| {name} | {np.mean(r['disagreement_init']):.2f} | "
+                     + ", ".join(f"{d:.3f}" for d in r["disagreement_final"]) + f" | {r['mean']:.3f}{ci} |")
     return "\n".join(lines)
 
 
@@ -227,6 +273,8 @@ def parse_args(argv=None):
     parser.add_argument("--env", default="tabular_dense",
                         help="a tabular level with an exact MDP: a tabular_* grid, a chain, generated_heldout, ...")
     parser.add_argument("--seeds", type=int, default=3, help="agents trained (one analysis each)")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="pairs of agents with independently drawn y tables for the agreement check")
     parser.add_argument("--updates", type=int, default=1000, help="agent updates per lifetime")
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--rollout-len", type=int, default=20)
@@ -252,8 +300,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     check_rule_and_envs(parser, args.rule, [args.env])
-    if args.seeds < 1 or args.updates < 1:
-        parser.error("--seeds and --updates must be >= 1")
+    if min(args.seeds, args.updates, args.pairs) < 1:
+        parser.error("--seeds, --pairs and --updates must be >= 1")
     hypers = training_hypers(Path(args.rule)) or {}
     if args.lr is None:
         args.lr = middle_choice(hypers.get("learning_rates"), 40.0)
@@ -270,11 +318,11 @@ def main(argv=None):
     results, per_seed = analyse(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "y_analysis.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = table(results)
+    text = table(results) + "\n\n" + agreement_table(results)
     (args.out / "summary.md").write_text(
         f"# y analysis on {results['env']}\n\nCommand: `{results['command']}`\n\n"
         f"Held-out R² of a 1-hidden-layer MLP regressing true values V_γ of the final policy "
-        f"(mean ± 95% CI over {args.seeds} seed(s)):\n\n{text}\n")
+        f"(mean ± 95% CI over {args.seeds} seed(s)), then the agreement check:\n\n{text}\n")
     paths = plot(results, per_seed, args.out)
     print(text)
     log(f"wrote {args.out / 'y_analysis.json'}, {args.out / 'summary.md'}, " + ", ".join(str(p) for p in paths))

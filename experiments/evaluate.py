@@ -1,25 +1,44 @@
-"""Evaluate a learned LPG rule: whole lifetimes of fresh agents, against A2C and an untrained rule.
+"""Evaluate learned LPG rules on a held-out suite: whole lifetimes of fresh agents, against A2C and
+an untrained rule, as normalised scores with bootstrap intervals.
 
     python -m experiments.evaluate --rule runs/meta_quick/rule.msgpack
+    python -m experiments.evaluate --rule runs/seed0/rule.msgpack runs/seed1/rule.msgpack runs/seed2/rule.msgpack
     python -m experiments.evaluate --rule RUN/rule.msgpack --envs generated_heldout chain_long Breakout-MinAtar
 
-For every environment, fresh agents are trained for --updates agent updates (each from a
---num-envs x --rollout-len rollout) by (1) the learned rule, (2) A2C and (3) an untrained rule
-(a fresh `init_rule` with the same RuleConfig). Sampled sources (generated_heldout, chains)
-use --levels levels, every environment --seeds seeds per level. Tabular environments use
-table agents trained by SGD; others use small networks trained by Adam.
+Suite (default --envs, `lpg.evaluate.HELDOUT_SUITE`): generated_heldout (generator levels whose
+descriptors no training source and no named grid uses), chain_heldout (delayed chains of 31-50
+steps, longer than any chain_short), Catch-bsuite and DeepSea-bsuite (gymnax, never in
+meta-training; why DeepSea: see lpg/evaluate.py). Any other environment name works too. A rule
+whose RUN_DIR/config.json lists a meta-training source that overlaps the suite gets a warning.
 
-LPG hyperparameters (discount, alpha_y, tabular learning rate) default to the middle of the
-choices the rule was meta-trained with (read from RUN_DIR/config.json beside the rule), else to
-0.995 / 0.5 / 40. The tabular learning rate is an SGD step on the *mean* loss over the batch
-(as in meta-training), so a state's effective step shrinks with its share of the visits: big
-state spaces want larger rates. --lpg-lr-select / --a2c-lr-select pick a tabular learning
-rate per environment (as the paper's per-environment hyperparameter bandit does) by the best
-mean final return over separate selection lifetimes (same levels, other seeds); the reported
-lifetimes are fresh. The untrained rule always uses LPG's learning rate.
+--rule takes one rule per meta-seed. On every environment, --levels levels x --seeds seeds of
+fresh agents (a single-level environment: --levels groups of --seeds lifetimes) are trained by
+A2C and an untrained rule (a fresh `init_rule` of the first rule's RuleConfig), once, and by
+each rule. Every learner picks its learning rate per environment, from a candidate set of the
+same size as every other learner's, by the best mean score on selection lifetimes (same levels,
+seeds disjoint from the reported ones); the reported lifetimes are fresh. Candidates: LPG tables
+(SGD on the mean loss) the rule's meta-training rates (config.json hypers.learning_rates, else
+20 40 80), LPG networks (Adam) hypers.network_learning_rates, else 5e-4 1e-3 3e-3; A2C tables
+10 20 40, A2C networks 1e-3 3e-3 1e-2 (spread geometrically over the same range when LPG's set
+has another size and A2C's was not given). Lifetimes default to the meta-training lifetimes
+(config.json lifetime_updates, num_envs, rollout_len), else 250 updates x 32 envs x 20 steps.
 
-Writes OUT/results.json (all numbers), OUT/summary.md (the table), and learning curves
-OUT/curves.png (all environments) and OUT/curves_<env>.png. OUT defaults to RUN_DIR/eval.
+Scores: 0 = the uniform random policy, 1 = the optimal policy (exact planning where the level has
+an exact MDP) or else the best A2C; seeds are averaged per level, the suite is summarised by the
+IQM over levels with stratified-bootstrap 95% intervals (levels resampled within environments),
+per meta-seed and pooled; chains also report the levels solved (score >= 0.9) by length, and every
+learner the lifetimes whose agent parameters or returns ended non-finite. See lpg/evaluate.py.
+
+Writes OUT/results.json (all numbers), OUT/summary.md (the tables), OUT/suite.png (scores of every
+learner on the suite), learning curves OUT/curves.png and OUT/curves_<env>.png. OUT defaults to
+the first rule's RUN_DIR/eval, except under results/ (committed results), where --out is required.
+
+Run time of the default suite (8 levels x 3 seeds, 4 environments, one rule) on the 2-core CPU while
+a meta-training run held one core: with 250 updates x 32 envs x 20 steps (the `cpu` preset's
+lifetimes) about 11 minutes, scaled from measurements (Catch-bsuite alone at 8 x 3: 3.8 min; the
+whole suite at 2 levels x 3: 4.1 min; compiles, about 15 s per learner and environment, do not
+scale); each further rule adds about 3 minutes. With the `quick` rule's 100 x 16 x 20 lifetimes
+(results/lpg/rule) the whole default suite took 3.5 minutes, measured.
 """
 
 from __future__ import annotations
@@ -30,6 +49,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -40,44 +60,49 @@ from lpg import evaluate as ev_lib
 from lpg.a2c import A2CConfig
 from lpg.update_rule import init_rule, load_rule
 
-DEFAULT_ENVS = ("generated_heldout", "tabular_dense", "tabular_sparse", "chain_short", "chain_long", "Catch-bsuite")
-LEARNERS = ("LPG", "A2C", "untrained rule")
+DEFAULT_LIFETIME = {"lifetime_updates": 250, "num_envs": 32, "rollout_len": 20}
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"  # committed results: written only when --out says so
+A2C, UNTRAINED = "A2C", "untrained rule"
 
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def run_config(rule_path: Path) -> dict:
+    """The rule's meta-training config (RUN_DIR/config.json), or {} if there is none."""
+    config_path = Path(rule_path).parent / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def training_hypers(rule_path: Path) -> dict | None:
     """The hyperparameter choices the rule was meta-trained with (RUN_DIR/config.json), if present."""
-    config_path = rule_path.parent / "config.json"
-    if not config_path.exists():
-        return None
-    try:
-        return json.loads(config_path.read_text()).get("hypers")
-    except (json.JSONDecodeError, AttributeError):
-        return None
+    hypers = run_config(rule_path).get("hypers")
+    return hypers if isinstance(hypers, dict) else None
 
 
 def middle_choice(values, fallback):
     return float(sorted(values)[len(values) // 2]) if values else fallback
 
 
-def a2c_config(tabular: bool, lr: float | None) -> A2CConfig:
+def a2c_config(tabular: bool) -> A2CConfig:
     """A2C with the presets' tuned settings: tables by SGD ("quick"), networks by Adam ("random_small")."""
-    base = A2C_PRESETS["quick"][1] if tabular else dataclasses.replace(A2C_PRESETS["random_small"][1], agent="auto")
-    return base if lr is None else dataclasses.replace(base, learning_rate=lr)
+    return A2C_PRESETS["quick"][1] if tabular else dataclasses.replace(A2C_PRESETS["random_small"][1], agent="auto")
 
 
 def settings_for(ev: ev_lib.EvalEnv, args) -> ev_lib.AgentSettings:
     if ev.tabular:
-        return ev_lib.AgentSettings("tabular", "sgd", args.lpg_lr, args.discount, args.alpha_y,
-                                    a2c_config(True, args.a2c_lr))
-    return ev_lib.AgentSettings("auto", "adam", args.lpg_lr_neural, args.discount, args.alpha_y,
-                                a2c_config(False, args.a2c_lr_neural), hidden=args.hidden)
+        return ev_lib.AgentSettings("tabular", "sgd", args.discount, args.alpha_y, a2c_config(True))
+    a2c = dataclasses.replace(a2c_config(False), hidden=args.hidden)  # the same network as LPG's agents
+    return ev_lib.AgentSettings("auto", "adam", args.discount, args.alpha_y, a2c, hidden=args.hidden)
 
 
 def format_cell(report: dict) -> str:
+    """A `lpg.evaluate.final_report` as `mean ± CI` (used by analyse_y)."""
     mean, half = report["final_mean"], report["final_ci95"]
     text = "no episode ended" if mean is None else f"{mean:.3f}" + ("" if half is None else f" ± {half:.3f}")
     missing = report["lifetimes_without_final_episode"]
@@ -86,29 +111,371 @@ def format_cell(report: dict) -> str:
     return text
 
 
-def table(results: dict) -> str:
-    lines = ["| environment | lifetimes (levels x seeds) | " + " | ".join(LEARNERS)
-             + " | optimal policy | learning rate LPG / A2C |",
-             "| --- | --- | " + " | ".join("---" for _ in LEARNERS) + " | --- | --- |"]
+# ------------------------------------------------------------------------------ flags
+def rule_learning_rates(rule_path: Path, args) -> ev_lib.LearningRates:
+    """LPG candidates: the flags, else the rule's meta-training rates, else the defaults."""
+    hypers = training_hypers(rule_path) or {}
+    pick = lambda flag, key, default: tuple(flag or hypers.get(key) or default)  # noqa: E731
+    return ev_lib.LearningRates(
+        tabular=pick(args.lpg_lrs, "learning_rates", ev_lib.LPG_LEARNING_RATES.tabular),
+        network=pick(args.lpg_lrs_network, "network_learning_rates", ev_lib.LPG_LEARNING_RATES.network))
+
+
+def a2c_learning_rates(lpg: ev_lib.LearningRates, args) -> tuple[ev_lib.LearningRates, list[str]]:
+    """A2C candidates: the flags, else the defaults, spread over the defaults' range to LPG's set size."""
+    notes, rates = [], {}
+    for kind in ("tabular", "network"):
+        given, default, n = getattr(args, f"a2c_lrs{'' if kind == 'tabular' else '_network'}"), \
+            getattr(ev_lib.A2C_LEARNING_RATES, kind), len(getattr(lpg, kind))
+        if given:
+            rates[kind] = tuple(given)
+        elif n != len(default):
+            rates[kind] = ev_lib.geometric_candidates(min(default), max(default), n)
+            notes.append(f"A2C {kind} candidates {list(rates[kind])}: the default range "
+                         f"{min(default):g}-{max(default):g} in {n} steps, to match LPG's {n} candidates")
+        else:
+            rates[kind] = default
+    return ev_lib.LearningRates(**rates), notes
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rule", nargs="+", required=True, metavar="RULE",
+                        help="rules written by meta-training (RUN_DIR/rule.msgpack), one per meta-seed")
+    parser.add_argument("--envs", nargs="+", default=list(ev_lib.HELDOUT_SUITE),
+                        help="environments: level sources, named grids, chains, gymnax names "
+                             f"(default, the held-out suite: {' '.join(ev_lib.HELDOUT_SUITE)})")
+    parser.add_argument("--levels", type=int, default=8,
+                        help="levels per environment (single-level environments: groups of lifetimes)")
+    parser.add_argument("--seeds", type=int, default=3, help="lifetimes per level")
+    parser.add_argument("--updates", type=int, default=None,
+                        help="agent updates per lifetime (default: the rule's meta-training lifetime_updates, "
+                             f"else {DEFAULT_LIFETIME['lifetime_updates']})")
+    parser.add_argument("--num-envs", type=int, default=None,
+                        help=f"environments per agent (default: meta-training's, else {DEFAULT_LIFETIME['num_envs']})")
+    parser.add_argument("--rollout-len", type=int, default=None,
+                        help=f"steps per rollout (default: meta-training's, else {DEFAULT_LIFETIME['rollout_len']})")
+    parser.add_argument("--discount", type=float, default=None,
+                        help="LPG discount γ, also the γ of exact planning (default: middle of the rule's "
+                             "meta-training choices, else 0.995)")
+    parser.add_argument("--alpha-y", type=float, default=None,
+                        help="LPG α_y (default: middle of the rule's meta-training choices, else 0.5)")
+    for flag, learner, kind, source in (
+            ("--lpg-lrs", "LPG", "table agents (SGD on the mean loss)", "the rule's hypers.learning_rates, else "),
+            ("--a2c-lrs", "A2C", "table agents (SGD)", ""),
+            ("--lpg-lrs-network", "LPG", "network agents (Adam)", "the rule's hypers.network_learning_rates, else "),
+            ("--a2c-lrs-network", "A2C", "network agents (Adam)", "")):
+        rates = getattr(ev_lib.LPG_LEARNING_RATES if learner == "LPG" else ev_lib.A2C_LEARNING_RATES,
+                        "network" if flag.endswith("network") else "tabular")
+        parser.add_argument(flag, type=float, nargs="+", default=None, metavar="LR",
+                            help=f"{learner}'s candidate learning rates for {kind} (default: {source}"
+                                 f"{' '.join(f'{r:g}' for r in rates)}); every learner's set has the same size")
+    parser.add_argument("--hidden", type=int, default=None,
+                        help="hidden width of network agents (default: the rule's meta-training agent_hidden, else 64)")
+    parser.add_argument("--curve-points", type=int, default=20, help="points per learning curve")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per interval")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--untrained-seed", type=int, default=12345, help="PRNG seed of the untrained rule")
+    parser.add_argument("--out", default=None, help="output folder (default: the first rule's RUN_DIR/eval)")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+
+    for i, rule in enumerate(args.rule):
+        check_rule_and_envs(parser, rule, args.envs if i == 0 else [])
+    for flag in ("levels", "seeds", "updates", "num_envs", "rollout_len", "curve_points", "bootstrap", "hidden"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    args.rule = [Path(r) for r in args.rule]
+    config = run_config(args.rule[0])
+    for flag, key in (("updates", "lifetime_updates"), ("num_envs", "num_envs"), ("rollout_len", "rollout_len")):
+        if getattr(args, flag) is None:
+            setattr(args, flag, int(config.get(key, DEFAULT_LIFETIME[key])))
+    if args.hidden is None:
+        args.hidden = int(config.get("agent_hidden", 64))
+    hypers = config.get("hypers") or {}
+    if args.discount is None:
+        args.discount = middle_choice(hypers.get("discounts"), 0.995)
+    if args.alpha_y is None:
+        args.alpha_y = middle_choice(hypers.get("alpha_ys"), 0.5)
+    try:
+        args.lpg_rates = [rule_learning_rates(rule, args) for rule in args.rule]
+        args.a2c_rates, args.notes = a2c_learning_rates(args.lpg_rates[0], args)
+        for rule, rates in zip(args.rule, args.lpg_rates):
+            try:
+                ev_lib.check_candidate_sets(rates, args.a2c_rates)
+            except ValueError as e:
+                raise ValueError(f"--rule {rule}: {e} (set them with --lpg-lrs / --a2c-lrs and the -network flags)")
+    except ValueError as e:
+        parser.error(str(e))
+    if args.out is None:
+        if args.rule[0].resolve().parent.is_relative_to(RESULTS_DIR):
+            parser.error(f"--rule {args.rule[0]} lies under {RESULTS_DIR}, which holds committed results: "
+                         "pass --out to write there (or anywhere else)")
+        args.out = args.rule[0].parent / "eval"
+    args.out = Path(args.out)
+    return args
+
+
+def run_warnings(args) -> list[str]:
+    """Meta-training sources that overlap the suite, and rules whose lifetimes differ from the evaluated ones."""
+    found = []
+    for rule in args.rule:
+        config = run_config(rule)
+        for text in ev_lib.training_overlap(config.get("envs") or [], args.envs):
+            found.append(f"{rule}: {text}; that environment is not held out for this rule")
+        for flag, key in (("updates", "lifetime_updates"), ("num_envs", "num_envs"), ("rollout_len", "rollout_len")):
+            if key in config and int(config[key]) != getattr(args, flag):
+                found.append(f"{rule}: meta-trained with {key} {config[key]}, evaluated with {getattr(args, flag)}")
+    return found
+
+
+# ------------------------------------------------------------------------------ the run
+def labels_for(rules: list[Path]) -> list[str]:
+    return ["LPG"] if len(rules) == 1 else [f"LPG #{i + 1}" for i in range(len(rules))]
+
+
+def evaluate(args) -> dict:
+    loaded = [load_rule(rule) for rule in args.rule]
+    labels = labels_for(args.rule)
+    rules = [ev_lib.RuleUnderTest(label, params, config, rates)
+             for label, (params, config), rates in zip(labels, loaded, args.lpg_rates)]
+    first_config = loaded[0][1]
+    rules.append(ev_lib.RuleUnderTest(UNTRAINED, init_rule(first_config, jax.random.PRNGKey(args.untrained_seed)),
+                                      first_config, args.lpg_rates[0]))
+    config = ev_lib.LifetimeConfig(num_updates=args.updates, num_envs=args.num_envs, rollout_len=args.rollout_len,
+                                   num_seeds=args.seeds, curve_points=min(args.curve_points, args.updates))
+    warnings = run_warnings(args)
+    for text in args.notes:
+        log(text)
+    for text in warnings:
+        log(f"WARNING: {text}")
+    pooled = {"LPG (pooled)": labels} if len(labels) > 1 else {}
+    results = {
+        "command": "python -m experiments.evaluate " + " ".join(args.argv),
+        "rules": {label: str(rule) for label, rule in zip(labels, args.rule)},
+        "rule_configs": {label: dataclasses.asdict(c) for label, (_, c) in zip(labels, loaded)},
+        "untrained_rule": {"config_of": labels[0], "seed": args.untrained_seed},
+        "lifetime": dataclasses.asdict(config),
+        "lpg": {"discount": args.discount, "alpha_y": args.alpha_y,
+                "learning_rates": {label: dataclasses.asdict(r) for label, r in zip(labels, args.lpg_rates)}},
+        "a2c_learning_rates": dataclasses.asdict(args.a2c_rates),
+        "suite": list(args.envs), "warnings": warnings, "notes": args.notes, "pooled": pooled,
+        "solved_threshold": ev_lib.SOLVED, "envs": {},
+    }
+    start = time.time()
+    key = jax.random.PRNGKey(args.seed)
+    for i, name in enumerate(args.envs):
+        key, k_levels, k_env = jax.random.split(key, 3)
+        ev = ev_lib.eval_env(name, args.levels, k_levels)
+        s = settings_for(ev, args)
+        log(f"[{i + 1}/{len(args.envs)}] {name}: {ev.num_levels} {'group' if ev.single_level else 'level'}(s) x "
+            f"{args.seeds} seed(s), {args.updates} updates of {config.steps_per_update} steps, "
+            f"{'tabular/SGD' if ev.tabular else f'{s.agent} net/Adam'}, {len(rules) - 1} rule(s) "
+            f"({time.time() - start:.0f}s so far)")
+        result = ev_lib.evaluate_env(ev, rules, args.a2c_rates, s, config, k_env, log, args.bootstrap)
+        for group, members in pooled.items():
+            result["learners"][group], result["score_ratio_to_A2C"][group] = ev_lib.pooled_scores(
+                result, members, args.bootstrap)
+        results["envs"][name] = result
+        log("    normalised scores: " + ", ".join(
+            f"{label} {fmt(r.get('score_mean'))}" for label, r in result["learners"].items()))
+    groups = {label: [label] for label in labels}
+    groups.update(pooled)
+    groups.update({A2C: [A2C], UNTRAINED: [UNTRAINED]})
+    results["suite_scores"] = ev_lib.aggregate(results["envs"], groups, args.bootstrap)
+    results["seconds"] = time.time() - start
+    return results
+
+
+# ------------------------------------------------------------------------------ tables
+def fmt(x, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_ci(point, ci, digits: int = 2) -> str:
+    if point is None:
+        return "–"
+    if ci is None or ci[0] is None:
+        return fmt(point, digits)
+    return f"{fmt(point, digits)} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+def learner_order(results: dict) -> list[str]:
+    return [*results["rules"], *results["pooled"], A2C, UNTRAINED]
+
+
+def suite_table(results: dict) -> str:
+    lines = ["| learner | IQM [95% CI] | mean [95% CI] | levels scored | non-finite lifetimes |",
+             "| --- | --- | --- | --- | --- |"]
+    for label in learner_order(results):
+        r = results["suite_scores"][label]
+        lines.append(f"| {label} | {fmt_ci(r['iqm'], r['iqm_ci95'])} | {fmt_ci(r['mean'], r['mean_ci95'])} | "
+                     f"{r['levels_scored']} | {r['non_finite_lifetimes']} of {r['lifetimes']} |")
+    return "\n".join(lines)
+
+
+def env_table(results: dict) -> str:
+    order = learner_order(results)
+    ratio_labels = [*results["rules"], *results["pooled"]]
+    lines = ["| environment | levels x seeds | 1 = | " + " | ".join(order) + " | "
+             + " | ".join(f"{label} / A2C" for label in ratio_labels) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in order + ratio_labels) + " |"]
     for name, r in results["envs"].items():
-        opt = r.get("optimal_return_mean")
-        cells = [format_cell(r["learners"][k]) for k in LEARNERS]
-        lrs = f"{r['settings']['lpg_learning_rate']:g} / {r['settings']['a2c']['learning_rate']:g}"
-        lines.append(f"| {name} | {r['num_levels']} x {r['num_seeds']} | " + " | ".join(cells)
-                     + f" | {'–' if opt is None else f'{opt:.3f}'} | {lrs} |")
+        cells = [fmt_ci(r["learners"][k]["score_mean"], r["learners"][k]["score_ci95"]) for k in order]
+        ratios = []
+        for label in ratio_labels:
+            ratio = r["score_ratio_to_A2C"].get(label)
+            ratios.append("–" if ratio is None else fmt_ci(ratio["ratio"], ratio["ci95"]))
+        shape = f"{r['num_levels']}{' groups' if r['single_level'] else ''} x {r['num_seeds']}"
+        reference = "optimal" if r["reference"]["kind"] == "exact" else "best A2C"
+        lines.append(f"| {name} | {shape} | {reference} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+def chain_table(results: dict) -> str:
+    order = [k for k in learner_order(results) if k not in results["pooled"]]
+    blocks = []
+    for name, r in results["envs"].items():
+        if r["chain_lengths"] is None:
+            continue
+        lines = [f"`{name}`: levels solved (normalised score ≥ {results['solved_threshold']}) / levels, by length",
+                 "", "| length | " + " | ".join(order) + " |", "| --- | " + " | ".join("---" for _ in order) + " |"]
+        lengths = sorted({int(k) for label in order for k in r["learners"][label]["solved_by_length"]})
+        totals = {label: [0, 0] for label in order}
+        for length in lengths:
+            row = []
+            for label in order:
+                solved, n = r["learners"][label]["solved_by_length"].get(str(length), [0, 0])
+                totals[label][0] += solved
+                totals[label][1] += n
+                row.append(f"{solved}/{n}")
+            lines.append(f"| {length} | " + " | ".join(row) + " |")
+        lines.append("| all | " + " | ".join(f"{s}/{n}" for s, n in totals.values()) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def raw_table(results: dict) -> str:
+    order = [k for k in learner_order(results) if k not in results["pooled"]]
+    lines = ["| environment | random (0) | optimal or best A2C (1) | " + " | ".join(order) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in order) + " |"]
+    for name, r in results["envs"].items():
+        ref = r["reference"]
+        cells = []
+        for label in order:
+            rep = r["learners"][label]
+            text = fmt(rep["final_mean"])
+            notes = []
+            if rep["non_finite_lifetimes"]:
+                notes.append(f"{rep['non_finite_lifetimes']} non-finite")
+            if rep["lifetimes_without_final_episode"]:
+                notes.append(f"{rep['lifetimes_without_final_episode']} without a final episode")
+            cells.append(text + (f" ({', '.join(notes)})" if notes else ""))
+        mean = lambda xs: None if not xs or None in xs else float(np.mean(xs))  # noqa: E731
+        lines.append(f"| {name} | {fmt(mean(ref['random']))} | {fmt(mean(ref['optimal']))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def selection_table(results: dict) -> str:
-    lines = ["| environment | learner | learning rate | final return (selection lifetimes) |",
+    lines = ["| environment | learner | candidates: mean score on selection lifetimes (mean final return) | chosen |",
              "| --- | --- | --- | --- |"]
     for name, r in results["envs"].items():
-        for learner, reports in r.get("learning_rate_selection", {}).items():
-            chosen = r["settings"]["lpg_learning_rate"] if learner == "LPG" else r["settings"]["a2c"]["learning_rate"]
-            for lr, report in reports.items():
-                mark = " (selected)" if float(lr) == chosen else ""
-                lines.append(f"| {name} | {learner} | {lr}{mark} | {format_cell(report)} |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+        for label in learner_order(results):
+            rep = r["learners"][label]
+            if "selection" not in rep:
+                continue
+            cells = ", ".join(f"{lr}: {fmt(t['mean_score'])} ({fmt(t['mean_final'])})"
+                              + (f" [{t['non_finite_lifetimes']} non-finite]" if t["non_finite_lifetimes"] else "")
+                              for lr, t in rep["selection"].items())
+            lines.append(f"| {name} | {label} | {cells} | {rep['learning_rate']:g} |")
+    return "\n".join(lines)
+
+
+def summary(results: dict) -> str:
+    life = results["lifetime"]
+    parts = [
+        "# LPG evaluation on the held-out suite", "",
+        f"Command: `{results['command']}`", "",
+        "Rules: " + ", ".join(f"{label} = `{path}`" for label, path in results["rules"].items())
+        + f"; untrained rule: a fresh init of {results['untrained_rule']['config_of']}'s RuleConfig.", "",
+        f"Lifetimes: {life['num_updates']} updates x {life['num_envs']} envs x {life['rollout_len']} steps; "
+        f"{life['num_seeds']} seeds per level. Run time {results['seconds'] / 60:.1f} min.",
+    ]
+    for heading, items in (("Warnings", results["warnings"]), ("Notes", results["notes"])):
+        if items:
+            parts += ["", f"**{heading}:**", ""] + [f"- {text}" for text in items]
+    parts += [
+        "", "Scores are normalised final returns (mean return of the episodes that ended in the last 10% of "
+        "a lifetime): 0 = the uniform random policy, 1 = the optimal policy (exact planning) or, where the "
+        "level has no exact MDP, the best A2C over its candidate learning rates. Seeds are averaged per level "
+        "first. Intervals are 95% percentile-bootstrap intervals over levels (stratified by environment), so "
+        "they stay within the range of the observed scores.", "",
+        "## Whole suite", "", suite_table(results), "",
+        "## Per environment (mean score [95% CI over levels]; ratio: mean score / A2C's)", "", env_table(results),
+    ]
+    chains = chain_table(results)
+    if chains:
+        parts += ["", "## Chains", "", chains]
+    parts += ["", "## Final returns (mean over lifetimes) and references", "", raw_table(results),
+              "", "## Learning rates (chosen on selection lifetimes: same levels, other seeds)", "",
+              selection_table(results), ""]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------ plots
+def colours(results: dict) -> dict[str, Any]:
+    import matplotlib
+
+    blues = matplotlib.colormaps["Blues"]
+    rules = list(results["rules"])
+    table = {label: blues(0.45 + 0.4 * i / max(len(rules) - 1, 1)) for i, label in enumerate(rules)}
+    table.update({label: "navy" for label in results["pooled"]})
+    table.update({A2C: "tab:orange", UNTRAINED: "tab:gray"})
+    return table
+
+
+def _errorbars(points, cis):
+    points = np.array([np.nan if p is None else p for p in points], float)
+    low = np.array([np.nan if c is None or c[0] is None else c[0] for c in cis], float)
+    high = np.array([np.nan if c is None or c[1] is None else c[1] for c in cis], float)
+    return points, np.nan_to_num(np.stack([np.maximum(points - low, 0), np.maximum(high - points, 0)]))
+
+
+def plot_suite(results: dict, out: Path) -> Path:
+    """IQM per learner on the whole suite, and the mean score per environment, with bootstrap intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order, colour, names = learner_order(results), colours(results), list(results["envs"])
+    fig, (ax_iqm, ax_env) = plt.subplots(1, 2, figsize=(4 + 1.2 * len(names) * len(order) / 4, 4.2),
+                                         gridspec_kw={"width_ratios": [1, max(len(names), 1.5)]})
+    scores = results["suite_scores"]
+    points, err = _errorbars([scores[k]["iqm"] for k in order], [scores[k]["iqm_ci95"] for k in order])
+    ax_iqm.bar(range(len(order)), np.nan_to_num(points), yerr=err, color=[colour[k] for k in order], capsize=3)
+    ax_iqm.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
+    ax_iqm.set_title("whole suite: IQM over levels", fontsize=9)
+    width = 0.8 / len(order)
+    for j, label in enumerate(order):
+        reps = [results["envs"][n]["learners"][label] for n in names]
+        points, err = _errorbars([r["score_mean"] for r in reps], [r["score_ci95"] for r in reps])
+        ax_env.bar(np.arange(len(names)) + (j - (len(order) - 1) / 2) * width, np.nan_to_num(points), width,
+                   yerr=err, color=colour[label], label=label, capsize=2)
+    ax_env.set_xticks(range(len(names)), names, fontsize=8)
+    ax_env.set_title("per environment: mean over levels", fontsize=9)
+    ax_env.legend(fontsize=7, ncol=2)
+    for ax in (ax_iqm, ax_env):
+        ax.axhline(0, color="k", lw=0.6)
+        ax.axhline(1, color="k", lw=0.6, ls="--")
+        ax.set_ylabel("normalised score (0 random, 1 optimal / best A2C)", fontsize=8)
+    fig.suptitle("normalised final return, 95% stratified-bootstrap intervals over levels", fontsize=10)
+    fig.tight_layout()
+    path = out / "suite.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_curves(results: dict, out: Path) -> list[Path]:
@@ -117,17 +484,24 @@ def plot_curves(results: dict, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"LPG": "tab:blue", "A2C": "tab:orange", "untrained rule": "tab:gray"}
+    colour = colours(results)
+    order = [k for k in learner_order(results) if k not in results["pooled"]]
 
     def draw(ax, name, r):
-        for learner in LEARNERS:
-            rep = r["learners"][learner]
-            x, m, h = (np.array(rep[k], float) for k in ("curve_env_steps", "curve_mean", "curve_ci95"))
-            ax.plot(x, m, label=learner, color=colours[learner])
-            ax.fill_between(x, m - np.nan_to_num(h), m + np.nan_to_num(h), color=colours[learner], alpha=0.2)
-        if r.get("optimal_return_mean") is not None:
-            ax.axhline(r["optimal_return_mean"], color="k", ls="--", lw=0.8, label="optimal policy")
-        ax.set_title(f"{name} ({r['num_levels']} lv x {r['num_seeds']} seeds)", fontsize=9)
+        for label in order:
+            rep = r["learners"][label]
+            x = np.array(rep["curve_env_steps"], float)
+            m, (low, high) = (np.array(rep["curve_mean"], float),
+                              [np.array(b, float) for b in rep["curve_band95"]])
+            ax.plot(x, m, label=label, color=colour[label])
+            ax.fill_between(x, low, high, color=colour[label], alpha=0.2)
+        ref = r["reference"]
+        for values, style, text in ((ref["optimal"], "--", "optimal" if ref["kind"] == "exact" else "best A2C"),
+                                    (ref["random"], ":", "random policy")):
+            if values and None not in values:
+                ax.axhline(float(np.mean(values)), color="k", ls=style, lw=0.8, label=text)
+        unit = "groups" if r["single_level"] else "levels"
+        ax.set_title(f"{name} ({r['num_levels']} {unit} x {r['num_seeds']} seeds)", fontsize=9)
         ax.set_xlabel("environment steps")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.set_ylabel("episode return")
@@ -141,8 +515,8 @@ def plot_curves(results: dict, out: Path) -> list[Path]:
         draw(ax, name, results["envs"][name])
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"lifetimes with {results['rule']} (mean ± 95% CI over lifetimes)", fontsize=10)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("learning curves: mean over levels, 95% bootstrap band over levels", fontsize=10)
     fig.tight_layout()
     paths.append(out / "curves.png")
     fig.savefig(paths[-1], dpi=110)
@@ -150,7 +524,7 @@ def plot_curves(results: dict, out: Path) -> list[Path]:
     for name in names:
         fig, ax = plt.subplots(figsize=(5, 3.6))
         draw(ax, name, results["envs"][name])
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(out / f"curves_{name}.png")
         fig.savefig(paths[-1], dpi=110)
@@ -158,165 +532,13 @@ def plot_curves(results: dict, out: Path) -> list[Path]:
     return paths
 
 
-def select_learning_rate(run, candidates, config) -> tuple[float, dict]:
-    """The candidate with the best mean final return of `run(lr) -> metrics` (selection lifetimes)."""
-    reports = {f"{lr:g}": ev_lib.final_report(run(lr), config) for lr in candidates}
-    def score(lr):
-        mean = reports[f"{lr:g}"]["final_mean"]
-        return -np.inf if mean is None else mean
-
-    return max(candidates, key=score), reports
-
-
-def evaluate(args) -> dict:
-    rule_path = Path(args.rule)
-    rule_params, rule_config = load_rule(rule_path)
-    untrained_params = init_rule(rule_config, jax.random.PRNGKey(args.untrained_seed))
-    config = ev_lib.LifetimeConfig(num_updates=args.updates, num_envs=args.num_envs, rollout_len=args.rollout_len,
-                                   num_seeds=args.seeds, curve_points=min(args.curve_points, args.updates))
-    results = {"rule": str(rule_path), "rule_config": dataclasses.asdict(rule_config),
-               "lifetime": dataclasses.asdict(config),
-               "command": "python -m experiments.evaluate " + " ".join(args.argv), "envs": {}}
-    key = jax.random.PRNGKey(args.seed)
-    for i, name in enumerate(args.envs):
-        # Selection lifetimes use their own seeds (k_select), never the reported ones (k_run).
-        key, k_levels, k_run, k_select = jax.random.split(key, 4)
-        ev = ev_lib.eval_env(name, args.levels, k_levels)
-        s = settings_for(ev, args)
-        t0 = time.time()
-        log(f"[{i + 1}/{len(args.envs)}] {name}: {ev.num_levels} level(s) x {args.seeds} seed(s), "
-            f"{args.updates} updates of {config.steps_per_update} steps, "
-            f"{'tabular/SGD' if ev.tabular else f'{s.agent} net/Adam'}")
-        lpg = ev_lib.lpg_lifetimes(ev, rule_config, s, config)
-        selection = {}
-        if ev.tabular and args.lpg_lr_select:
-            run = lambda lr: jax.device_get(  # noqa: E731
-                lpg(ev.levels, (rule_params, dataclasses.replace(s, lpg_learning_rate=lr).lpg_hypers), k_select))
-            best, selection["LPG"] = select_learning_rate(run, args.lpg_lr_select, config)
-            s = dataclasses.replace(s, lpg_learning_rate=best)
-            log(f"    LPG learning rate selected: {best:g} from " + ", ".join(
-                f"{lr}: {format_cell(r)}" for lr, r in selection["LPG"].items()) + f" ({time.time() - t0:.0f}s)")
-        if ev.tabular and args.a2c_lr_select:
-            run = lambda lr: jax.device_get(ev_lib.a2c_lifetimes(  # noqa: E731
-                ev, dataclasses.replace(s, a2c=dataclasses.replace(s.a2c, learning_rate=lr)), config)(
-                ev.levels, (), k_select))
-            best, selection["A2C"] = select_learning_rate(run, args.a2c_lr_select, config)
-            s = dataclasses.replace(s, a2c=dataclasses.replace(s.a2c, learning_rate=best))
-            log(f"    A2C learning rate selected: {best:g} from " + ", ".join(
-                f"{lr}: {format_cell(r)}" for lr, r in selection["A2C"].items()) + f" ({time.time() - t0:.0f}s)")
-        log(f"    LPG lr {s.lpg_learning_rate:g}, γ {s.lpg_discount:g}, α_y {s.lpg_alpha_y:g}; "
-            f"A2C lr {s.a2c.learning_rate:g}, γ {s.a2c.discount:g}")
-        runs = {}
-        for learner, params in (("LPG", rule_params), ("untrained rule", untrained_params)):
-            runs[learner] = jax.device_get(lpg(ev.levels, (params, s.lpg_hypers), k_run))
-            log(f"    {learner}: {format_cell(ev_lib.final_report(runs[learner], config))} ({time.time() - t0:.0f}s)")
-        runs["A2C"] = jax.device_get(ev_lib.a2c_lifetimes(ev, s, config)(ev.levels, (), k_run))
-        log(f"    A2C: {format_cell(ev_lib.final_report(runs['A2C'], config))} ({time.time() - t0:.0f}s)")
-        optimal = ev_lib.optimal_returns(ev, s.lpg_discount)
-        results["envs"][name] = {
-            "num_levels": ev.num_levels, "num_seeds": args.seeds, "tabular": ev.tabular,
-            "settings": {**dataclasses.asdict(s), "a2c": dataclasses.asdict(s.a2c)},
-            "optimal_return": None if optimal is None else optimal.tolist(),
-            "optimal_return_mean": None if optimal is None else float(optimal.mean()),
-            "learners": {k: ev_lib.final_report(runs[k], config) for k in LEARNERS},
-            "learning_rate_selection": selection,
-            "seconds": time.time() - t0,
-        }
-    return results
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rule", required=True, help="a rule written by meta-training (RUN_DIR/rule.msgpack)")
-    parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS),
-                        help="environments: level sources, named grids, chains, gymnax names "
-                             f"(default: {' '.join(DEFAULT_ENVS)})")
-    parser.add_argument("--levels", type=int, default=4, help="levels per sampled source (generated_heldout, chains)")
-    parser.add_argument("--seeds", type=int, default=3, help="lifetimes per level")
-    parser.add_argument("--updates", type=int, default=500, help="agent updates per lifetime")
-    parser.add_argument("--num-envs", type=int, default=64, help="environments per agent (batch)")
-    parser.add_argument("--rollout-len", type=int, default=20, help="steps per rollout (T)")
-    parser.add_argument("--discount", type=float, default=None,
-                        help="LPG discount γ (default: middle of the rule's meta-training choices, else 0.995)")
-    parser.add_argument("--alpha-y", type=float, default=None,
-                        help="LPG α_y (default: middle of the rule's meta-training choices, else 0.5)")
-    parser.add_argument("--lpg-lr", type=float, default=None,
-                        help="LPG tabular agent SGD learning rate on the mean loss (default: middle of the rule's "
-                             "meta-training choices, else 40)")
-    parser.add_argument("--lpg-lr-neural", type=float, default=1e-3, help="LPG network agent Adam learning rate")
-    parser.add_argument("--a2c-lr", type=float, default=None,
-                        help="A2C tabular SGD learning rate (default: the 'quick' A2C preset's, "
-                             f"{a2c_config(True, None).learning_rate:g})")
-    parser.add_argument("--a2c-lr-neural", type=float, default=None,
-                        help="A2C network Adam learning rate (default: the 'random_small' A2C preset's, "
-                             f"{a2c_config(False, None).learning_rate:g})")
-    parser.add_argument("--lpg-lr-select", type=float, nargs="*", default=[], metavar="LR",
-                        help="tabular envs: pick LPG's learning rate per environment from these by the best mean final "
-                             "return over separate selection lifetimes (other seeds), then report fresh lifetimes")
-    parser.add_argument("--a2c-lr-select", type=float, nargs="*", default=[], metavar="LR",
-                        help="the same selection for A2C's tabular learning rate")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden width of network agents")
-    parser.add_argument("--curve-points", type=int, default=20, help="points per learning curve")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--untrained-seed", type=int, default=12345, help="PRNG seed of the untrained rule")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/eval)")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-
-    check_rule_and_envs(parser, args.rule, args.envs)
-    for flag in ("levels", "seeds", "updates", "num_envs", "rollout_len", "curve_points"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
-    hypers = training_hypers(Path(args.rule)) or {}
-    if args.discount is None:
-        args.discount = middle_choice(hypers.get("discounts"), 0.995)
-    if args.alpha_y is None:
-        args.alpha_y = middle_choice(hypers.get("alpha_ys"), 0.5)
-    if args.lpg_lr is None:
-        args.lpg_lr = middle_choice(hypers.get("learning_rates"), 40.0)
-    args.out = Path(args.out) if args.out else Path(args.rule).parent / "eval"
-    return args
-
-
-def normalised_table(results: dict) -> str:
-    """Final return / optimal return of the level, per lifetime (levels with a positive optimal return)."""
-    lines = ["| environment | lifetimes | " + " | ".join(LEARNERS) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in LEARNERS) + " |"]
-    for name, r in results["envs"].items():
-        optimal = r.get("optimal_return")
-        if optimal is None:
-            continue
-        keep = np.asarray(optimal) > 0
-        cells = []
-        for learner in LEARNERS:
-            final = np.asarray(r["learners"][learner]["final"], float)[keep]  # [levels kept, seeds]
-            ratio = (final / np.asarray(optimal)[keep][:, None]).reshape(-1)
-            ratio = ratio[np.isfinite(ratio)]
-            if len(ratio) == 0:
-                cells.append("–")
-                continue
-            mean, half = ev_lib.confidence_interval(ratio)
-            cells.append(f"{mean:.3f}" + ("" if np.isnan(half) else f" ± {half:.3f}"))
-        lines.append(f"| {name} | {int(keep.sum())} x {r['num_seeds']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) if len(lines) > 2 else ""
-
-
 def write_outputs(results: dict, out: Path) -> str:
-    """results.json, summary.md and the PNGs; returns the summary's tables."""
+    """results.json, summary.md and the PNGs; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = table(results)
-    normalised = normalised_table(results)
-    if normalised:
-        text += ("\n\nFinal return as a fraction of the optimal policy's expected episode return on its level "
-                 "(exact planning at LPG's γ; levels whose optimal return is positive):\n\n" + normalised)
-    selection = selection_table(results)
-    if selection:
-        text += ("\n\nLearning rates selected per environment on separate selection lifetimes "
-                 "(same levels, other seeds):\n\n" + selection)
-    (out / "summary.md").write_text(
-        f"# LPG evaluation\n\nCommand: `{results['command']}`\n\nFinal return (mean over the last 10% of each "
-        f"lifetime) ± 95% CI over lifetimes:\n\n{text}\n")
+    text = summary(results)
+    (out / "summary.md").write_text(text)
+    plot_suite(results, out)
     plot_curves(results, out)
     return text
 
@@ -327,8 +549,9 @@ def main(argv=None):
         results = evaluate(args)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
-    print(write_outputs(results, args.out))
-    log(f"wrote {args.out / 'results.json'}, {args.out / 'summary.md'} and learning-curve PNGs")
+    text = write_outputs(results, args.out)
+    print(text)
+    log(f"wrote {args.out / 'results.json'}, {args.out / 'summary.md'}, {args.out / 'suite.png'} and learning curves")
 
 
 if __name__ == "__main__":

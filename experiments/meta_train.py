@@ -46,6 +46,9 @@ def describe(config: MetaConfig, rates: list[float]):
                          + (f" (end of life {final:.2f})" if final is not None else ""))
         if rates:
             parts.append(f"{rates[-1]:,.0f} steps/s")
+        nonfinite = sum(row.get(f"{name}/nonfinite", 0) for name in config.envs)
+        if nonfinite:
+            parts.append(f"{nonfinite:.0f} non-finite lifetime(s) reset")
         if row.get("skipped_updates"):
             parts.append(f"skipped {row['skipped_updates']} non-finite")
         return " | ".join(parts)

@@ -98,10 +98,14 @@ class A2CState:
     opt_state: Any
 
 
-def make_a2c(env, env_params, config: A2CConfig = A2CConfig()) -> Learner:
-    """An A2C learner for `env` (tabular, MLP or conv agent chosen from its observations)."""
+def make_a2c(env, env_params, config: A2CConfig = A2CConfig(), learning_rate=None) -> Learner:
+    """An A2C learner for `env` (tabular, MLP or conv agent chosen from its observations).
+
+    `learning_rate` replaces `config.learning_rate`; it may be a traced scalar, so one compiled
+    program serves several rates (evaluation selects among them)."""
     network = agents.make_agent(env, env_params, aux_size=1, kind=config.agent, hidden=config.hidden)
-    optimizer = make_optimizer(config.optimizer, config.learning_rate, config.max_grad_norm)
+    learning_rate = config.learning_rate if learning_rate is None else learning_rate
+    optimizer = make_optimizer(config.optimizer, learning_rate, config.max_grad_norm)
     obs0, _ = env.reset(jax.random.PRNGKey(0), env_params)
 
     def init(key):

@@ -94,3 +94,34 @@ def make_agent(env, env_params, aux_size: int, kind: str = "auto", hidden: int =
         channels_first = bool(getattr(env, "channels_first", False))
         return ConvAgent(num_actions, aux_size, hidden=hidden, channels_first=channels_first)
     return MLPAgent(num_actions, aux_size, hidden=(hidden, hidden))
+
+
+def is_tabular(network: nn.Module) -> bool:
+    return isinstance(network, TabularAgent)
+
+
+def visit_share(obs, num_states: int):
+    """share(s) = (visits of s) / (samples in the batch): [S] from integer observations of any shape."""
+    obs = jnp.ravel(obs)
+    return jnp.zeros((num_states,), jnp.float32).at[obs].add(1.0) / obs.size
+
+
+def implicit_table_step(grad_rows, share, learning_rate, curvature):
+    """Rescales the SGD gradient of a table's rows so that one SGD step is the implicit step.
+
+    For a table x[S, k] trained on c · mean_i ‖x(s_i) − t_i‖² (c = `curvature`), plain SGD moves
+    x(s) by −lr·2c·share(s)·(x(s) − t̄(s)) and diverges once a = 2·lr·c·share(s) exceeds 2:
+    at lr 40, c = 0.5, any state holding over 5% of the batch. Dividing row s by (1 + a) turns
+    the step into the proximal (implicit) one, x'(s) = (x(s) + a·t̄(s)) / (1 + a): the same step
+    as SGD while a is small, never past the mean target t̄(s) however large lr is.
+    """
+    a = 2.0 * learning_rate * curvature * share
+    return grad_rows / (1.0 + a)[:, None]
+
+
+def implicit_aux_step(grads, obs, num_states: int, learning_rate, curvature):
+    """A `TabularAgent`'s gradients with the aux table's rows rescaled by `implicit_table_step`
+    for the batch of integer observations `obs` the loss was averaged over."""
+    table = grads["params"]
+    aux = implicit_table_step(table["aux"], visit_share(obs, num_states), learning_rate, curvature)
+    return {**grads, "params": {**table, "aux": aux}}

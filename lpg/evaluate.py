@@ -1,20 +1,48 @@
-"""Whole-lifetime evaluation of update rules (learned LPG rules, untrained rules and A2C) on levels.
+"""Whole-lifetime evaluation of update rules (learned LPG rules, untrained rules, A2C) on a held-out
+suite, and the statistics that compare them.
 
 A lifetime = a fresh agent trained for `num_updates` updates on one level. Lifetimes over
 levels and seeds are a vmap of `lpg.learner.make_train`'s chunk runner, so evaluation uses
 the same engine and inner update as training. A learner is built *inside* the jitted
 function from traced arguments (`make_learner(args)`), so one compiled program serves a
-learned rule and an untrained one (or several hyperparameter settings) alike.
+learned rule and an untrained one, and every candidate learning rate, alike.
 
 Evaluation environments (`eval_env`) are named like training sources: named grids, chains
-("chain_short", ... : several sampled levels), "generated_heldout" (levels of the generator's
-held-out family, never sampled in training), or any gymnax name ("Catch-bsuite", ...).
+(several sampled levels), "generated_heldout", or any gymnax name. The default suite,
+`HELDOUT_SUITE`, is held out by construction:
+
+* `generated_heldout`: levels of the generator's held-out family, whose descriptors
+  (height, width, objects) neither the training family nor any named grid uses (envs.levels).
+* `chain_heldout`: delayed chains of 31-50 steps, longer than any `chain_short` (5-30).
+* `Catch-bsuite` and `DeepSea-bsuite`: gymnax environments no meta-training source uses, on
+  network agents (Adam, 64-64 MLP). DeepSea (8x8, the fixed action map, a deep-exploration
+  task) was picked by a short measurement on the 2-core CPU (3 seeds, A2C Adam with max grad
+  norm 0.5): at 100 updates x 16 envs x 20 steps (the `quick` lifetimes) A2C reached a final
+  return of 0.96-0.99 at lr 3e-3 and 0.99 (the optimum) at 1e-2, the uniform policy -0.001;
+  at 250 x 32 x 20, 0.99 at every rate of {1e-3, 3e-3, 1e-2}. The other candidates failed
+  that budget: MemoryChain (≤ 0.05 vs random 0.004), DiscountingChain (no better than
+  random), Acrobot (-500 = random), CartPole (worse than random), MetaMaze and FourRooms
+  (noisy, no clear gain over random); UmbrellaChain learned too (0.86-1.3) but its return
+  carries distractor noise.
+
+Scores (`normalise`): 0 = the uniform random policy, 1 = the optimal policy. Where the level
+has an exact MDP (tabular grids, chains: `envs.planning`) both are exact: the expected
+episode return of the uniform policy and of the greedy policy of Q* (at LPG's γ) within the
+level's time limit. Elsewhere 1 is the best A2C (best mean final return over A2C's candidate
+learning rates, on the selection lifetimes) and 0 the mean return of uniform-random
+lifetimes run through the rollout engine. Lifetimes on one level share it, so seeds are
+averaged per level first (`level_scores`); a single-level environment's lifetimes form
+groups of `num_seeds` that stand in for levels. The suite is summarised by the IQM of the
+per-level scores with a stratified bootstrap over levels (`stratified_bootstrap`, as in
+rliable: levels are resampled within each environment).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+import time
+import warnings
+from typing import Any, Callable, NamedTuple, Sequence
 
 import gymnax
 import gymnax.environments.spaces as spaces
@@ -24,6 +52,7 @@ import numpy as np
 import scipy.stats
 
 from envs import registry
+from envs.chain import CHAIN_KINDS, DelayedChain
 from envs.sources import level_sampler, source_names
 from lpg.a2c import A2CConfig, make_a2c
 from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
@@ -116,6 +145,73 @@ def confidence_interval(values, level: float = 0.95) -> tuple[float, float]:
     return float(values.mean()), float(t * values.std(ddof=1) / np.sqrt(len(values)))
 
 
+# ------------------------------------------------------------------------------ the suite
+HELDOUT_SUITE = ("generated_heldout", "chain_heldout", "Catch-bsuite", "DeepSea-bsuite")
+SOLVED = 0.9  # a chain level counts as solved at a normalised score >= SOLVED
+
+
+def _chain_range(name: str) -> tuple[int, int] | None:
+    kind = name[len("chain_"):] if name.startswith("chain_") else None
+    return CHAIN_KINDS[kind][:2] if kind in CHAIN_KINDS else None
+
+
+def training_overlap(training_sources: Sequence[str], suite: Sequence[str]) -> list[str]:
+    """Why a rule meta-trained on `training_sources` has seen part of `suite` (empty: nothing shared).
+
+    Overlap: the same name on both lists, or a training chain kind whose lengths reach into an
+    evaluated chain kind's lengths (e.g. chain_long, 5-50, and chain_heldout, 31-50). Named grids
+    and the generator's train family never overlap generated_heldout (disjoint by construction).
+    """
+    found = []
+    for source in training_sources:
+        for name in suite:
+            trained, evaluated = _chain_range(source), _chain_range(name)
+            if source == name:
+                found.append(f"{source!r} is a meta-training source and an evaluation environment")
+            elif trained and evaluated and trained[0] <= evaluated[1] and evaluated[0] <= trained[1]:
+                found.append(f"meta-training source {source!r} draws chains of {trained[0]}-{trained[1]} "
+                             f"steps, overlapping {name!r} ({evaluated[0]}-{evaluated[1]} steps)")
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRates:
+    """Candidate learning rates of one learner: SGD on tables, Adam on networks."""
+
+    tabular: tuple[float, ...]
+    network: tuple[float, ...]
+
+    def __post_init__(self):
+        for kind in ("tabular", "network"):
+            rates = getattr(self, kind)
+            if not isinstance(rates, tuple) or not rates or min(rates) <= 0:
+                raise ValueError(f"{kind} learning rates must be a non-empty tuple of rates > 0, got {rates!r}")
+
+    def for_env(self, tabular: bool) -> tuple[float, ...]:
+        return self.tabular if tabular else self.network
+
+
+LPG_LEARNING_RATES = LearningRates(tabular=(20.0, 40.0, 80.0), network=(5e-4, 1e-3, 3e-3))
+A2C_LEARNING_RATES = LearningRates(tabular=(10.0, 20.0, 40.0), network=(1e-3, 3e-3, 1e-2))
+
+
+def check_candidate_sets(lpg: LearningRates, a2c: LearningRates) -> None:
+    """Selection is only fair between candidate sets of the same size: refuse anything else."""
+    for kind in ("tabular", "network"):
+        mine, theirs = getattr(lpg, kind), getattr(a2c, kind)
+        if len(mine) != len(theirs):
+            raise ValueError(
+                f"{kind} agents: LPG has {len(mine)} candidate learning rates {list(mine)} and A2C "
+                f"{len(theirs)} {list(theirs)}; both learners must choose from sets of the same size")
+
+
+def geometric_candidates(low: float, high: float, n: int) -> tuple[float, ...]:
+    """n rates spaced evenly in log between low and high (n = 1: their geometric mean)."""
+    if n == 1:
+        return (float(np.sqrt(low * high)),)
+    return tuple(float(f"{x:.3g}") for x in np.geomspace(low, high, n))
+
+
 # ------------------------------------------------------------------------------ environments
 class EvalEnv(NamedTuple):
     """One evaluation environment: its levels stacked on a leading axis."""
@@ -124,6 +220,7 @@ class EvalEnv(NamedTuple):
     env: Any
     levels: Any  # env params, leaves [L, ...]
     tabular: bool  # integer observations: table agents, SGD
+    single_level: bool = False  # the L "levels" are copies of one level (groups of lifetimes)
 
     @property
     def num_levels(self) -> int:
@@ -131,6 +228,10 @@ class EvalEnv(NamedTuple):
 
     def level(self, i: int):
         return jax.tree.map(lambda x: x[i], self.levels)
+
+    @property
+    def chain_lengths(self) -> np.ndarray | None:
+        return np.asarray(self.levels.length) if isinstance(self.env, DelayedChain) else None
 
 
 SAMPLED_SOURCES = ("generated", "generated_heldout")
@@ -149,52 +250,187 @@ def check_env_name(name: str) -> None:
 
 
 def eval_env(name: str, num_levels: int, key) -> EvalEnv:
-    """Levels of `name`: `num_levels` draws for the generator families and chains (a chain's
-    length and good branch are drawn per level), the one level of a named grid or gymnax env."""
+    """`num_levels` levels of `name`: draws for the generator families and chains (a chain's
+    length and good branch are drawn per level); `num_levels` copies of the one level of a
+    named grid or gymnax env (`single_level`: each copy's lifetimes form one group)."""
     check_env_name(name)
+    sampled = name in SAMPLED_SOURCES or name.startswith("chain_")
     if name in source_names():
         env, sample = level_sampler(name)
-        sampled = name in SAMPLED_SOURCES or name.startswith("chain_")
-        n = num_levels if sampled else 1
-        levels = jax.vmap(sample)(jax.random.split(key, n))
+        one = None if sampled else sample(key)
     else:
-        env, params = registry.make(name)
-        levels = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+        env, one = registry.make(name)
+    if one is None:
+        levels = jax.vmap(sample)(jax.random.split(key, num_levels))
+    else:
+        levels = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (num_levels,) + jnp.shape(x)), one)
     example = jax.tree.map(lambda x: x[0], levels)
     tabular = isinstance(env.observation_space(example), spaces.Discrete)
-    return EvalEnv(name, env, levels, tabular)
+    return EvalEnv(name, env, levels, tabular, single_level=not sampled)
 
 
-def optimal_returns(ev: EvalEnv, gamma: float) -> np.ndarray | None:
-    """Expected episode return of the optimal policy (at `gamma`) per level, for levels with an
-    exact tabular MDP (fixed-placement grids and chains); None otherwise."""
-    from envs.planning import optimal_episode_return
+# ------------------------------------------------------------------------------ references
+class References(NamedTuple):
+    """What a level's normalised score is measured against: returns [L] scoring 0 and 1."""
 
-    if not ev.tabular:
+    kind: str  # "exact": planning on the level's MDP; "best A2C": random lifetimes and the best A2C
+    random: np.ndarray  # [L] the uniform random policy's episode return
+    optimal: np.ndarray  # [L] the optimal policy's (or the best A2C's final) episode return
+
+
+def exact_references(ev: EvalEnv, gamma: float) -> References | None:
+    """Exact expected episode returns of the uniform and the optimal policy (greedy in Q* at
+    `gamma`) within each level's time limit, for levels with an exact MDP (fixed-placement grids,
+    chains); None otherwise."""
+    from envs.planning import episode_return, greedy_policy, tabular_mdp, value_iteration
+
+    random, optimal = [], []
+    for i in range(1 if ev.single_level else ev.num_levels):
+        level = ev.level(i)
+        try:
+            mdp = tabular_mdp(ev.env, level)
+        except ValueError:  # no exact MDP (random placement, gymnax env, ...)
+            return None
+        horizon = int(level.max_steps_in_episode)
+        uniform = np.full((mdp.num_states, mdp.num_actions), 1.0 / mdp.num_actions)
+        _, Q = value_iteration(mdp, gamma)
+        random.append(episode_return(mdp, uniform, horizon))
+        optimal.append(episode_return(mdp, greedy_policy(Q), horizon))
+    tile = ev.num_levels if ev.single_level else 1
+    return References("exact", np.tile(random, tile), np.tile(optimal, tile))
+
+
+def _nanmean(x, axis=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan slices are nan, as they should be
+        return np.nanmean(x, axis=axis)
+
+
+def per_level(values: np.ndarray, single_level: bool) -> np.ndarray:
+    """[L, S] -> [L]: the mean over seeds, or over every lifetime for copies of one level."""
+    values = np.asarray(values, np.float64)
+    if single_level:
+        return np.full(values.shape[0], _nanmean(values))
+    return _nanmean(values, axis=1)
+
+
+def lifetime_mean_returns(metrics: dict[str, np.ndarray]) -> np.ndarray:
+    """[L, S]: the episode-count-weighted mean return over a whole lifetime (nan: no episode ended)."""
+    returns, episodes = np.asarray(metrics["episode_return"]), np.asarray(metrics["episodes"])
+    count = episodes.sum(-1)
+    return np.where(count > 0, (returns * episodes).sum(-1) / np.maximum(count, 1.0), np.nan)
+
+
+def sampled_references(random_returns: np.ndarray, best_a2c_final: np.ndarray, single_level: bool) -> References:
+    """References from lifetimes: uniform-random lifetimes' mean returns and the best A2C's final
+    returns (both [L, S])."""
+    return References("best A2C", per_level(random_returns, single_level), per_level(best_a2c_final, single_level))
+
+
+# ------------------------------------------------------------------------------ scores
+def normalise(returns, random, optimal) -> np.ndarray:
+    """(R - R_random) / (R_optimal - R_random), broadcast; nan where R_optimal does not exceed R_random."""
+    returns, random, optimal = (np.asarray(x, np.float64) for x in (returns, random, optimal))
+    gap = optimal - random
+    valid = gap > 1e-6 * np.maximum(1.0, np.maximum(np.abs(optimal), np.abs(random)))
+    return np.where(valid, (returns - random) / np.where(valid, gap, 1.0), np.nan)
+
+
+def level_scores(final: np.ndarray, refs: References) -> np.ndarray:
+    """Normalised final returns [L, S] averaged over the seeds of each level -> [L] (nan: no score)."""
+    return _nanmean(normalise(final, refs.random[:, None], refs.optimal[:, None]), axis=1)
+
+
+def iqm(x, axis: int = -1) -> np.ndarray:
+    """Interquartile mean: the mean of the middle 50% (a quarter of the values cut from each end)."""
+    return scipy.stats.trim_mean(np.asarray(x, np.float64), 0.25, axis=axis)
+
+
+def _finite_columns(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x[..., np.isfinite(x.reshape(-1, x.shape[-1])).all(0)]
+
+
+def stratified_bootstrap(strata: Sequence[np.ndarray], statistic: Callable = iqm, num_resamples: int = 2000,
+                         level: float = 0.95, seed: int = 0) -> tuple[float, float, float] | None:
+    """`statistic` of every stratum's values pooled, and its percentile `level` interval.
+
+    Each stratum (one environment) is [..., L]: its last axis (levels) is resampled with
+    replacement within the stratum, independently of the other strata; a resampled level keeps
+    all its rows (e.g. [meta-seeds, L]: one level's scores under every rule). Levels with a
+    non-finite value are left out. `statistic(x [B, N], axis=-1)`. None: no finite level at all.
+    """
+    strata = [s for s in (_finite_columns(s) for s in strata) if s.shape[-1] > 0]
+    if not strata:
         return None
-    try:
-        return np.array([optimal_episode_return(ev.env, ev.level(i), gamma) for i in range(ev.num_levels)])
-    except ValueError:  # no exact MDP for this env (random placement, probe, ...)
+    rng = np.random.default_rng(seed)
+    point = float(statistic(np.concatenate([s.reshape(-1) for s in strata])[None], axis=-1)[0])
+    resampled = []
+    for s in strata:
+        idx = rng.integers(0, s.shape[-1], size=(num_resamples, s.shape[-1]))
+        resampled.append(np.moveaxis(np.take(s, idx, axis=-1), -2, 0).reshape(num_resamples, -1))  # [B, ...*L]
+    stats = statistic(np.concatenate(resampled, axis=1), axis=-1)
+    low, high = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return point, float(low), float(high)
+
+
+def bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, num_resamples: int = 2000, level: float = 0.95,
+                    seed: int = 0) -> tuple[float, float | None, float | None] | None:
+    """mean(numerator) / mean(denominator) over levels [L] (paired), with a percentile interval from
+    resampling levels. None when the denominator's mean is not positive; the interval is None when
+    some resample's is not."""
+    pair = _finite_columns(np.stack([numerator, denominator]))
+    if pair.shape[1] == 0 or pair[1].mean() <= 0:
         return None
+    idx = np.random.default_rng(seed).integers(0, pair.shape[1], size=(num_resamples, pair.shape[1]))
+    means = pair[:, idx].mean(-1)  # [2, B]
+    point = float(pair[0].mean() / pair[1].mean())
+    if (means[1] <= 0).any():
+        return point, None, None
+    low, high = np.percentile(means[0] / means[1], [50 * (1 - level), 50 * (1 + level)])
+    return point, float(low), float(high)
+
+
+def curve_band(curves: np.ndarray, num_resamples: int = 1000, level: float = 0.95, seed: int = 0):
+    """Learning curves [L, S, P] -> (mean, low, high) [P]: the mean over levels of per-level mean
+    curves, with a percentile interval from resampling levels (so the band stays within the range
+    of the observed returns)."""
+    per_level_curves = _nanmean(np.asarray(curves, np.float64), axis=1).T  # [P, L]
+    idx = np.random.default_rng(seed).integers(0, per_level_curves.shape[1], (num_resamples, per_level_curves.shape[1]))
+    samples = _nanmean(per_level_curves[:, idx], axis=-1)  # [P, B]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=1)
+    return _nanmean(per_level_curves, axis=1), low, high
+
+
+def solved_by_length(scores: np.ndarray, lengths: np.ndarray, threshold: float = SOLVED) -> dict[int, list[int]]:
+    """{chain length: [levels solved (score >= threshold), levels]} over the levels with a score."""
+    table: dict[int, list[int]] = {}
+    for score, length in zip(np.asarray(scores), np.asarray(lengths)):
+        if np.isfinite(score):
+            row = table.setdefault(int(length), [0, 0])
+            row[0] += int(score >= threshold)
+            row[1] += 1
+    return dict(sorted(table.items()))
 
 
 # ------------------------------------------------------------------------------ learners
 @dataclasses.dataclass(frozen=True)
 class AgentSettings:
-    """How agents are built and trained on one environment (LPG agents and A2C)."""
+    """How agents are built and trained on one environment (LPG agents and A2C); learning rates
+    are chosen per learner from candidates."""
 
     agent: str  # lpg.agents kind ("tabular", "mlp", "conv", "auto")
     optimizer: str  # "sgd" for tables, "adam" for networks
-    lpg_learning_rate: float
     lpg_discount: float
     lpg_alpha_y: float
     a2c: A2CConfig
     hidden: int = 64
 
-    @property
-    def lpg_hypers(self) -> Hypers:
+    def hypers(self, learning_rate: float) -> Hypers:
         f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-        return Hypers(f(self.lpg_discount), f(self.lpg_learning_rate), f(self.lpg_alpha_y), f(0.0))
+        return Hypers(f(self.lpg_discount), f(learning_rate), f(self.lpg_alpha_y), f(0.0))
 
 
 def lpg_learner(env, env_params, rule_params, rule_config: RuleConfig, hypers: Hypers, agent: str = "auto",
@@ -204,18 +440,48 @@ def lpg_learner(env, env_params, rule_params, rule_config: RuleConfig, hypers: H
 
 
 def lpg_lifetimes(ev: EvalEnv, rule_config: RuleConfig, settings: AgentSettings, config: LifetimeConfig):
-    """Jitted `(levels, (rule_params, hypers), key) -> metrics [L, S, U]` for any rule of `rule_config`."""
-    example = ev.level(0)
-    agent = make_lpg_agent(ev.env, example, rule_config, agent=settings.agent, optimizer=settings.optimizer,
+    """Jitted `(levels, (rule_params, hypers), key) -> (final TrainState, metrics)`, leaves [L, S, ...],
+    for any rule of `rule_config`."""
+    agent = make_lpg_agent(ev.env, ev.level(0), rule_config, agent=settings.agent, optimizer=settings.optimizer,
                            hidden=settings.hidden)
-    return make_lifetimes(ev.env, lambda args: make_lpg_learner(agent, *args), config)
+    return make_lifetimes(ev.env, lambda args: make_lpg_learner(agent, *args), config, return_state=True)
 
 
 def a2c_lifetimes(ev: EvalEnv, settings: AgentSettings, config: LifetimeConfig):
-    """Jitted `(levels, (), key) -> metrics [L, S, U]` of A2C with `settings.a2c`."""
+    """Jitted `(levels, learning_rate, key) -> (final TrainState, metrics)` of A2C with `settings.a2c`
+    (the learning rate is traced: one program for every candidate)."""
     a2c_config = dataclasses.replace(settings.a2c, num_envs=config.num_envs, rollout_len=config.rollout_len)
-    learner = make_a2c(ev.env, ev.level(0), a2c_config)
+    example = ev.level(0)
+    return make_lifetimes(ev.env, lambda lr: make_a2c(ev.env, example, a2c_config, learning_rate=lr), config,
+                          return_state=True)
+
+
+def uniform_random_learner(env, env_params) -> Learner:
+    """A policy that picks actions uniformly at random and never learns."""
+    num_actions = env.action_space(env_params).n
+
+    def policy_fn(params, carry, timestep, key):
+        return jax.random.randint(key, (), 0, num_actions), {}, carry
+
+    return Learner(init=lambda key: (), policy_fn=policy_fn, policy_params=lambda state: (),
+                   update=lambda state, traj: (state, {}))
+
+
+def random_lifetimes(ev: EvalEnv, config: LifetimeConfig):
+    """Jitted `(levels, (), key) -> metrics` of uniform-random lifetimes (through the rollout engine)."""
+    learner = uniform_random_learner(ev.env, ev.level(0))
     return make_lifetimes(ev.env, lambda _: learner, config)
+
+
+def finite_lifetimes(state, metrics) -> np.ndarray:
+    """[L, S] bool: every float leaf of the final learner state and every per-update return is finite."""
+    returns = np.asarray(metrics["episode_return"])
+    shape = returns.shape[:2]
+    ok = np.isfinite(returns).reshape(shape + (-1,)).all(-1)
+    for leaf in jax.tree.leaves(state.learner):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            ok &= np.asarray(jnp.isfinite(leaf).reshape(shape + (-1,)).all(-1))
+    return ok
 
 
 def final_report(metrics: dict[str, np.ndarray], config: LifetimeConfig) -> dict[str, Any]:
@@ -232,15 +498,178 @@ def final_report(metrics: dict[str, np.ndarray], config: LifetimeConfig) -> dict
         column = curves[:, j][np.isfinite(curves[:, j])]
         curve_ci.append(confidence_interval(column) if len(column) else (float("nan"), float("nan")))
     steps = (np.arange(curves.shape[1]) + 1) * s["updates_per_point"] * config.steps_per_update
-    nan_to_none = lambda xs: [None if not np.isfinite(x) else float(x) for x in np.ravel(xs)]  # noqa: E731
     return {
-        "final_mean": None if not np.isfinite(mean) else mean,
-        "final_ci95": None if not np.isfinite(half) else half,
+        "final_mean": json_number(mean),
+        "final_ci95": json_number(half),
         "lifetimes": int(final.size),
         "lifetimes_without_final_episode": int(final.size - finite.size),
-        "final": np.reshape(nan_to_none(s["final"]), s["final"].shape).tolist(),  # [levels][seeds]
+        "final": json_numbers(s["final"]),  # [levels][seeds]
         "curve_env_steps": steps.tolist(),
-        "curve_mean": nan_to_none([m for m, _ in curve_ci]),
-        "curve_ci95": nan_to_none([h for _, h in curve_ci]),
-        "curves": np.reshape(nan_to_none(s["curves"]), s["curves"].shape).tolist(),  # [levels][seeds][points]
+        "curve_mean": json_numbers([m for m, _ in curve_ci]),
+        "curve_ci95": json_numbers([h for _, h in curve_ci]),
+        "curves": json_numbers(s["curves"]),  # [levels][seeds][points]
     }
+
+
+def json_number(x) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def json_numbers(x) -> list:
+    """A nested list of floats with None for nan / inf."""
+    x = np.asarray(x, np.float64)
+    return np.where(np.isfinite(x), x, None).tolist() if x.ndim else json_number(x)
+
+
+# ------------------------------------------------------------------------------ one environment
+class RuleUnderTest(NamedTuple):
+    """A rule to evaluate (a meta-seed's learned rule, or an untrained one) and its LPG learning rates."""
+
+    label: str
+    params: Any
+    config: RuleConfig
+    learning_rates: LearningRates
+
+
+class _Run(NamedTuple):
+    final: np.ndarray  # [L, S] final returns (nan: no episode ended in the last 10%)
+    finite: np.ndarray  # [L, S] lifetimes whose state and returns stayed finite
+    metrics: dict
+
+
+def _run(lifetimes, levels, args, key, config: LifetimeConfig) -> _Run:
+    state, metrics = lifetimes(levels, args, key)
+    finite = finite_lifetimes(state, metrics)
+    metrics = jax.device_get(metrics)
+    return _Run(summarise(metrics, config)["final"], finite, metrics)
+
+
+def _selection_score(final: np.ndarray, refs: References | None) -> float:
+    """Mean normalised score over levels where references are exact, else the mean final return."""
+    value = _nanmean(level_scores(final, refs)) if refs is not None else _nanmean(final)
+    return float(value) if np.isfinite(value) else -np.inf
+
+
+def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: LearningRates, settings: AgentSettings,
+                 config: LifetimeConfig, key, log: Callable[[str], None] = lambda text: None,
+                 num_resamples: int = 2000) -> dict[str, Any]:
+    """Every learner on `ev`'s levels, JSON-ready: A2C and each rule choose a learning rate from their
+    candidates by the best mean score on selection lifetimes (same levels, seeds disjoint from the
+    reported ones), then run fresh reported lifetimes; scores are normalised per level."""
+    for rule in rules:
+        check_candidate_sets(rule.learning_rates, a2c_rates)
+    k_select, k_run, k_random = jax.random.split(key, 3)
+    t0 = time.time()
+    say = lambda text: log(f"    {text} ({time.time() - t0:.0f}s)")  # noqa: E731
+    refs = exact_references(ev, settings.lpg_discount)
+
+    def select(label, lifetimes, candidates, make_args):
+        trials = {}
+        for lr in candidates:
+            trials[lr] = _run(lifetimes, ev.levels, make_args(lr), k_select, config)
+            say(f"{label} lr {lr:g} (selection): mean final return {_nanmean(trials[lr].final):.3f}")
+        best = max(candidates, key=lambda lr: _selection_score(trials[lr].final, refs))
+        return best, trials
+
+    a2c = a2c_lifetimes(ev, settings, config)
+    a2c_lr, a2c_trials = select("A2C", a2c, a2c_rates.for_env(ev.tabular), lambda lr: jnp.float32(lr))
+    if refs is None:
+        random_metrics = jax.device_get(random_lifetimes(ev, config)(ev.levels, (), k_random))
+        refs = sampled_references(lifetime_mean_returns(random_metrics), a2c_trials[a2c_lr].final, ev.single_level)
+        say(f"references: random {refs.random.mean():.3f}, best A2C (lr {a2c_lr:g}) {refs.optimal.mean():.3f}")
+    runs, trials, chosen = {}, {"A2C": a2c_trials}, {"A2C": a2c_lr}
+    runs["A2C"] = _run(a2c, ev.levels, jnp.float32(a2c_lr), k_run, config)
+    say(f"A2C lr {a2c_lr:g}: mean final return {_nanmean(runs['A2C'].final):.3f}")
+    compiled = {}
+    for rule in rules:
+        if rule.config not in compiled:
+            compiled[rule.config] = lpg_lifetimes(ev, rule.config, settings, config)
+        lpg = compiled[rule.config]
+        make_args = lambda lr, rule=rule: (rule.params, settings.hypers(lr))  # noqa: E731
+        chosen[rule.label], trials[rule.label] = select(rule.label, lpg, rule.learning_rates.for_env(ev.tabular),
+                                                        make_args)
+        runs[rule.label] = _run(lpg, ev.levels, make_args(chosen[rule.label]), k_run, config)
+        say(f"{rule.label} lr {chosen[rule.label]:g}: mean final return {_nanmean(runs[rule.label].final):.3f}")
+
+    lengths = ev.chain_lengths
+    learners = {}
+    for label, run in runs.items():
+        scores = level_scores(run.final, refs)
+        s = summarise(run.metrics, config)
+        mean, low, high = curve_band(s["curves"], num_resamples // 2)
+        ci = stratified_bootstrap([scores], np.mean, num_resamples)
+        learners[label] = {
+            "learning_rate": chosen[label],
+            "selection": {f"{lr:g}": {"mean_final": json_number(_nanmean(t.final)),
+                                      "mean_score": json_number(_nanmean(level_scores(t.final, refs))),
+                                      "non_finite_lifetimes": int((~t.finite).sum())}
+                          for lr, t in trials[label].items()},
+            "final": json_numbers(run.final),  # [levels][seeds]
+            "final_mean": json_number(_nanmean(run.final)),
+            "level_scores": json_numbers(scores),
+            "score_mean": None if ci is None else ci[0],
+            "score_ci95": None if ci is None else [ci[1], ci[2]],
+            "levels_without_score": int((~np.isfinite(scores)).sum()),
+            "lifetimes": int(run.final.size),
+            "lifetimes_without_final_episode": int((~np.isfinite(run.final)).sum()),
+            "non_finite_lifetimes": int((~run.finite).sum()),
+            "curve_env_steps": ((np.arange(mean.size) + 1) * s["updates_per_point"] * config.steps_per_update).tolist(),
+            "curve_mean": json_numbers(mean),
+            "curve_band95": [json_numbers(low), json_numbers(high)],  # [low, high] per point
+        }
+        if lengths is not None:
+            learners[label]["solved_by_length"] = {str(k): v for k, v in solved_by_length(scores, lengths).items()}
+    a2c_scores = np.asarray(learners["A2C"]["level_scores"], np.float64)
+    ratios = {}
+    for rule in rules:
+        ratio = bootstrap_ratio(np.asarray(learners[rule.label]["level_scores"], np.float64), a2c_scores,
+                                num_resamples)
+        ratios[rule.label] = None if ratio is None else {"ratio": ratio[0], "ci95": [ratio[1], ratio[2]]}
+    return {
+        "num_levels": ev.num_levels, "num_seeds": config.num_seeds, "single_level": ev.single_level,
+        "tabular": ev.tabular, "agent": settings.agent, "optimizer": settings.optimizer,
+        "chain_lengths": None if lengths is None else lengths.tolist(),
+        "reference": {"kind": refs.kind, "gamma": settings.lpg_discount, "random": json_numbers(refs.random),
+                      "optimal": json_numbers(refs.optimal)},
+        "learners": learners,
+        "score_ratio_to_A2C": ratios,
+        "a2c": dataclasses.asdict(settings.a2c),
+        "seconds": time.time() - t0,
+    }
+
+
+# ------------------------------------------------------------------------------ the whole suite
+def aggregate(envs: dict[str, dict], groups: dict[str, Sequence[str]], num_resamples: int = 2000) -> dict[str, Any]:
+    """Suite-level numbers per group of learners (one learner, or several pooled, e.g. every
+    meta-seed's LPG): IQM and mean of the per-level scores of every environment, with stratified
+    bootstrap intervals (levels resampled within each environment; a pooled level keeps every
+    learner's score), and the lifetimes that ended non-finite."""
+    result = {}
+    for name, labels in groups.items():
+        strata = [np.array([r["learners"][label]["level_scores"] for label in labels], np.float64)
+                  for r in envs.values()]  # [learners, L] per environment
+        entry = {"learners": list(labels), "environments": len(strata),
+                 "levels_scored": int(sum(_finite_columns(s).shape[-1] for s in strata)),
+                 "non_finite_lifetimes": int(sum(r["learners"][label]["non_finite_lifetimes"]
+                                                 for r in envs.values() for label in labels)),
+                 "lifetimes": int(sum(r["learners"][label]["lifetimes"] for r in envs.values() for label in labels))}
+        for statistic, fn in (("iqm", iqm), ("mean", np.mean)):
+            ci = stratified_bootstrap(strata, fn, num_resamples)
+            entry[statistic] = None if ci is None else ci[0]
+            entry[f"{statistic}_ci95"] = None if ci is None else [ci[1], ci[2]]
+        result[name] = entry
+    return result
+
+
+def pooled_scores(env_result: dict, labels: Sequence[str], num_resamples: int = 2000) -> tuple[dict, dict | None]:
+    """Several rules (meta-seeds) on one environment together: the mean score over every (rule,
+    level) with an interval from resampling levels (a level keeps every rule's score), and the
+    ratio of the per-level mean over rules to A2C's score. Returns (scores, ratio)."""
+    scores = np.array([env_result["learners"][label]["level_scores"] for label in labels], np.float64)  # [M, L]
+    ci = stratified_bootstrap([scores], np.mean, num_resamples)
+    per_level_mean = _nanmean(scores, axis=0)
+    a2c = np.array(env_result["learners"]["A2C"]["level_scores"], np.float64)
+    ratio = bootstrap_ratio(per_level_mean, a2c, num_resamples)
+    entry = {"learners": list(labels), "level_scores": json_numbers(per_level_mean),
+             "score_mean": None if ci is None else ci[0], "score_ci95": None if ci is None else [ci[1], ci[2]]}
+    return entry, None if ratio is None else {"ratio": ratio[0], "ci95": [ratio[1], ratio[2]]}

@@ -2,6 +2,10 @@
 
     Δθ ∝ E[ ∇θ log π_θ(a|s) π̂  -  α_y ∇θ L(y_θ(s), ŷ) ]
 
+A y *table* trained by SGD takes the implicit (proximal) step of its MSE term instead of the
+explicit one: at the paper's tabular rates (20-80) the explicit step overshoots ŷ and
+diverges for any state holding more than 1/(lr·α_y) of the batch.
+
 The rule's outputs are constants for the agent's gradient, but they stay functions
 of the rule's parameters η (and of θ through the rule's inputs), so the meta-trainer
 can differentiate θ' = θ + Δθ with respect to η. Per-lifetime hyperparameters
@@ -20,10 +24,16 @@ import optax
 from flax import struct
 
 from lpg import agents
-from lpg.a2c import OPTIMIZERS
+from lpg.a2c import OPTIMIZERS as _OPTIMIZERS
 from lpg.learner import Learner
 from lpg.rollout import Timestep, Trajectory
 from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, y_loss
+
+
+# Meta-gradients flow through the agent's optimiser: Adam needs eps_root > 0, or d√v/dv is
+# infinite for every parameter whose gradient is exactly 0 (a dead ReLU, an unused input) and
+# the whole meta-gradient turns NaN.
+OPTIMIZERS = {**_OPTIMIZERS, "adam": lambda learning_rate: optax.adam(learning_rate, eps_root=1e-8)}
 
 
 class Hypers(NamedTuple):
@@ -48,6 +58,11 @@ class LPGAgent(NamedTuple):
     rule: UpdateRule
     optimizer_name: str
     obs0: Any
+
+    @property
+    def implicit_y_step(self) -> bool:
+        """SGD on a y table: take the implicit step (plain SGD on y diverges at the paper's rates)."""
+        return agents.is_tabular(self.network) and self.optimizer_name == "sgd"
 
     def init(self, key: chex.PRNGKey, learning_rate: chex.Array) -> AgentState:
         params = self.network.init(key, self.obs0)
@@ -93,6 +108,11 @@ class LPGAgent(NamedTuple):
             return -jnp.mean(jax.vmap(stream, in_axes=(1, 0, 0))(traj, pi_hat, y_hat))
 
         grads = jax.grad(surrogate)(state.params)
+        if self.implicit_y_step:
+            # y's table takes the implicit step (see agents.implicit_table_step): stable at any rate.
+            curvature = hypers.alpha_y * (1.0 if kind == "mse" else 0.5)
+            grads = agents.implicit_aux_step(grads, traj.obs, self.network.num_states,
+                                             state.opt_state.hyperparams["learning_rate"], curvature)
         optimizer = optax.inject_hyperparams(OPTIMIZERS[self.optimizer_name])(learning_rate=0.0)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return AgentState(optax.apply_updates(state.params, updates), opt_state), (pi_hat, y_hat)

@@ -3,12 +3,14 @@
 A *lifetime* is one agent learning on one level with its own hyperparameters. Each
 meta-step advances every lifetime by a window of K inner updates (each from a fresh
 T x B rollout, applied by the rule), then scores the updated agent with an A2C-style
-policy-gradient loss on one more rollout, using a per-lifetime critic that is itself
-trained on that rollout. The meta-objective (minimised) is
+policy-gradient loss on one more rollout, using a per-lifetime critic trained on every
+rollout of its lifetime. The meta-objective (minimised) is
 
     L(η) = -E[log π_θK(a|s) Â] - β0 H(π_θK) - β1 H(y_θK) + β2 E[π̂²] + β3 E[‖ŷ‖²]
 
 with θK = θK(η) differentiated through the K updates (truncated: θ0 is a constant).
+Meta-gradients are taken per lifetime and averaged over the lifetimes that stayed finite;
+a lifetime that went non-finite is left out and reset, never vetoing the others.
 Lifetimes are a vmap per training source (sources with different environment classes
 are separate vmaps sharing one rule); the lifetime axis is sharded over devices with
 `jax.sharding`, so the mean meta-gradient is reduced across devices by the compiler.
@@ -29,9 +31,11 @@ from flax import struct
 
 from envs.sources import level_sampler
 from lpg import rollout as engine
-from lpg.a2c import lambda_returns, make_optimizer
+from lpg import agents
+from lpg.a2c import lambda_returns
 from lpg.agents import make_agent, AGENT_KINDS
 from lpg.inner import AgentState, Hypers, LPGAgent, make_lpg_agent
+from lpg.rollout import Trajectory
 from lpg.update_rule import RuleConfig, init_rule
 from lpg.config import validate
 
@@ -51,19 +55,31 @@ def sources_for(names: Sequence[str]) -> list[Source]:
 
 @dataclasses.dataclass(frozen=True)
 class HyperChoices:
-    """Per-lifetime hyperparameters are drawn uniformly from these sets (paper, Tables 2-3)."""
+    """Per-lifetime hyperparameters are drawn uniformly from these sets (paper, Tables 2-3).
+
+    Table agents (SGD) draw from `learning_rates`, network agents (Adam) from `network_learning_rates`.
+    """
 
     discounts: tuple[float, ...] = (0.997, 0.995, 0.99)
     learning_rates: tuple[float, ...] = (20.0, 40.0, 80.0)
+    network_learning_rates: tuple[float, ...] = (5e-4, 1e-3, 2e-3, 5e-3)
     alpha_ys: tuple[float, ...] = (0.1, 0.5, 1.0)
     entropy_costs: tuple[float, ...] = (0.01, 0.02)
 
-    def sample(self, key: chex.PRNGKey) -> Hypers:
+    def __post_init__(self):
+        validate(self, [
+            (all(len(getattr(self, f.name)) >= 1 for f in dataclasses.fields(self)), "every choice set must be non-empty"),
+            (all(0.0 <= g <= 1.0 for g in self.discounts), "discounts must be in [0, 1]"),
+            (min(self.learning_rates + self.network_learning_rates) > 0, "learning rates must be > 0"),
+            (min(self.alpha_ys) >= 0 and min(self.entropy_costs) >= 0, "alpha_ys and entropy_costs must be >= 0"),
+        ])
+
+    def sample(self, key: chex.PRNGKey, tabular: bool = True) -> Hypers:
         keys = jax.random.split(key, 4)
         pick = lambda k, xs: jax.random.choice(k, jnp.asarray(xs, jnp.float32))
         return Hypers(
             discount=pick(keys[0], self.discounts),
-            learning_rate=pick(keys[1], self.learning_rates),
+            learning_rate=pick(keys[1], self.learning_rates if tabular else self.network_learning_rates),
             alpha_y=pick(keys[2], self.alpha_ys),
             entropy_cost=pick(keys[3], self.entropy_costs),
         )
@@ -78,7 +94,7 @@ class MetaConfig:
     inner_updates: int = 5  # K, updates backpropagated through per meta-step
     lifetime_updates: int = 250  # agent updates in one lifetime
     agent: str = "auto"
-    agent_optimizer: str = "sgd"
+    agent_optimizer: str = "auto"  # "auto": SGD for table agents (as in the paper), Adam for networks
     agent_hidden: int = 64
     rule: RuleConfig = RuleConfig()
     hypers: HyperChoices = HyperChoices()
@@ -88,8 +104,10 @@ class MetaConfig:
     beta1: float = 1e-3  # H(y)
     beta2: float = 1e-3  # π̂²
     beta3: float = 1e-3  # ‖ŷ‖²
-    critic_lr: float = 1e-2  # Adam: a step size that suits tables and small nets alike
-    critic_optimizer: str = "adam"
+    # The meta-objective's critic is trained on every rollout of its lifetime (K + 1 per meta-step):
+    # tables by SGD with the implicit step (agents.implicit_table_step), networks by Adam.
+    critic_table_lr: float = 100.0
+    critic_lr: float = 3e-3
     critic_lambda: float = 0.95
     entropy_reset: float = 1e-3  # a lifetime whose mean policy entropy falls below this is reset
     num_meta_steps: int = 1000
@@ -106,9 +124,8 @@ class MetaConfig:
             (self.lifetime_updates >= self.inner_updates, "lifetime_updates must be >= inner_updates"),
             (self.agent in AGENT_KINDS, f"agent must be one of {AGENT_KINDS}"),
             (self.meta_optimizer in ("adam", "sgd"), "meta_optimizer must be 'adam' or 'sgd'"),
-            (self.agent_optimizer in ("adam", "sgd"), "agent_optimizer must be 'adam' or 'sgd'"),
-            (self.critic_optimizer in ("adam", "sgd"), "critic_optimizer must be 'adam' or 'sgd'"),
-            (self.meta_lr > 0 and self.critic_lr > 0, "learning rates must be > 0"),
+            (self.agent_optimizer in ("auto", "adam", "sgd"), "agent_optimizer must be 'auto', 'adam' or 'sgd'"),
+            (min(self.meta_lr, self.critic_lr, self.critic_table_lr) > 0, "learning rates must be > 0"),
             (self.meta_max_grad_norm > 0, "meta_max_grad_norm must be > 0"),
             (min(self.beta1, self.beta2, self.beta3) >= 0, "beta1..beta3 must be >= 0"),
             (0.0 <= self.critic_lambda <= 1.0, "critic_lambda must be in [0, 1]"),
@@ -153,22 +170,33 @@ class Group(NamedTuple):
     critic: Any  # flax module: obs -> (_, v [1])
     critic_optimizer: Any
 
+    @property
+    def tabular(self) -> bool:
+        return agents.is_tabular(self.agent.network)
+
 
 def _entropy(logits):
     return distrax.Categorical(logits=logits).entropy()
 
 
+def _all_finite(tree) -> chex.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def make_group(source: Source, config: MetaConfig) -> Group:
     params0 = source.sample_params(jax.random.PRNGKey(0))
-    agent = make_lpg_agent(source.env, params0, config.rule, config.agent, config.agent_optimizer, config.agent_hidden)
     critic = make_agent(source.env, params0, aux_size=1, kind=config.agent, hidden=config.agent_hidden)
-    return Group(source, agent, critic, make_optimizer(config.critic_optimizer, config.critic_lr))
+    tabular = agents.is_tabular(critic)
+    optimizer = config.agent_optimizer if config.agent_optimizer != "auto" else ("sgd" if tabular else "adam")
+    agent = make_lpg_agent(source.env, params0, config.rule, config.agent, optimizer, config.agent_hidden)
+    critic_optimizer = optax.sgd(config.critic_table_lr) if tabular else optax.adam(config.critic_lr)
+    return Group(source, agent, critic, critic_optimizer)
 
 
 def init_lifetime(group: Group, config: MetaConfig, key: chex.PRNGKey) -> Lifetime:
     k_level, k_hyp, k_agent, k_critic, k_env, key = jax.random.split(key, 6)
     env_params = group.source.sample_params(k_level)
-    hypers = config.hypers.sample(k_hyp)
+    hypers = config.hypers.sample(k_hyp, group.tabular)
     critic_params = group.critic.init(k_critic, group.agent.obs0)
     return Lifetime(
         agent=group.agent.init(k_agent, hypers.learning_rate),
@@ -181,56 +209,77 @@ def init_lifetime(group: Group, config: MetaConfig, key: chex.PRNGKey) -> Lifeti
     )
 
 
+def critic_values(group: Group, critic_params, obs) -> chex.Array:
+    """v(o) of the meta-objective's critic for observations [T, ...] -> [T]."""
+    return jax.vmap(lambda o: group.critic.apply(critic_params, o)[1][0])(obs)
+
+
+def critic_advantages(group: Group, config: MetaConfig, critic_params, traj: Trajectory, discount) -> chex.Array:
+    """A_t = G^λ_t − v(s_t) of one stream [T] (λ-returns bootstrapped on the critic)."""
+    v_t = critic_values(group, critic_params, traj.obs)
+    v_tp1 = critic_values(group, critic_params, traj.next_obs)
+    return lambda_returns(traj, v_tp1, discount, config.critic_lambda) - v_t
+
+
+def train_critic(group: Group, config: MetaConfig, critic: AgentState, traj: Trajectory, discount):
+    """One step of the critic on a [T, B] rollout: ½ mean (G^λ − v)², a table by its implicit step."""
+
+    def loss(params):
+        adv = jax.vmap(lambda tb: critic_advantages(group, config, params, tb, discount), in_axes=1)(traj)
+        return 0.5 * jnp.mean(adv**2)
+
+    value, grads = jax.value_and_grad(loss)(critic.params)
+    if group.tabular:
+        grads = agents.implicit_aux_step(grads, traj.obs, group.critic.num_states, config.critic_table_lr, 0.5)
+    updates, opt_state = group.critic_optimizer.update(grads, critic.opt_state, critic.params)
+    return AgentState(optax.apply_updates(critic.params, updates), opt_state), value
+
+
 def lifetime_window(group: Group, config: MetaConfig, rule_params, lifetime: Lifetime):
-    """K inner updates then the meta-loss of one lifetime. Returns (loss, (lifetime', metrics))."""
+    """K inner updates then the meta-loss of one lifetime. Returns (loss, (lifetime', metrics)).
+
+    The critic is trained on every rollout (the K inner ones and the scoring one), so it
+    follows the agent's policy as it changes; it scores the last rollout before seeing it.
+    """
     env, agent = group.source.env, group.agent
     h = lifetime.hypers
+    critic0 = jax.lax.stop_gradient(lifetime.critic)
 
     def inner(carry, key):
-        agent_state, rollout_state = carry
+        agent_state, critic, rollout_state = carry
         rollout_state, traj = engine.rollout(
             env, lifetime.env_params, agent.policy_fn, jax.lax.stop_gradient(agent_state.params),
             rollout_state, key, config.rollout_len,
         )
+        critic, _ = train_critic(group, config, critic, traj, h.discount)
         agent_state, (pi_hat, y_hat) = agent.update(rule_params, agent_state, traj, h)
         reg = config.beta2 * jnp.mean(pi_hat**2) + config.beta3 * jnp.mean(jnp.sum(y_hat**2, -1))
-        return (agent_state, rollout_state), (reg, jnp.mean(jnp.abs(pi_hat)))
+        return (agent_state, critic, rollout_state), (reg, jnp.mean(jnp.abs(pi_hat)))
 
     key, k_inner, k_meta = jax.random.split(lifetime.key, 3)
     agent0 = jax.lax.stop_gradient(lifetime.agent)
-    (agent_state, rollout_state), (regs, pi_hat_abs) = jax.lax.scan(
-        inner, (agent0, lifetime.rollout), jax.random.split(k_inner, config.inner_updates)
+    (agent_state, critic, rollout_state), (regs, pi_hat_abs) = jax.lax.scan(
+        inner, (agent0, critic0, lifetime.rollout), jax.random.split(k_inner, config.inner_updates)
     )
     rollout_state, traj = engine.rollout(
         env, lifetime.env_params, agent.policy_fn, jax.lax.stop_gradient(agent_state.params),
         rollout_state, k_meta, config.rollout_len,
     )
 
-    critic_apply = lambda p, o: group.critic.apply(p, o)[1][0]
-
-    def critic_loss(critic_params, traj_b):
-        v_t = jax.vmap(lambda o: critic_apply(critic_params, o))(traj_b.obs)
-        v_tp1 = jax.vmap(lambda o: critic_apply(critic_params, o))(traj_b.next_obs)
-        g_t = lambda_returns(traj_b, v_tp1, h.discount, config.critic_lambda)
-        return 0.5 * jnp.mean((g_t - v_t) ** 2), g_t - v_t
+    kl_mode = agent.rule.config.y_loss == "kl"
 
     def stream_loss(traj_b):
-        _, adv_t = critic_loss(lifetime.critic.params, traj_b)
+        adv_t = critic_advantages(group, config, critic.params, traj_b, h.discount)
         logits, y = jax.vmap(lambda o: agent.network.apply(agent_state.params, o))(traj_b.obs)
         log_pi = distrax.Categorical(logits=logits).log_prob(traj_b.action)
         pg = -jnp.mean(log_pi * jax.lax.stop_gradient(adv_t))
-        return pg, jnp.mean(_entropy(logits)), jnp.mean(_entropy(y))
+        # H(y) means something only for the softmax y of KL mode; an MSE y is not a distribution.
+        ent_y = jnp.mean(_entropy(y)) if kl_mode else jnp.zeros(())
+        return pg, jnp.mean(_entropy(logits)), ent_y, jnp.mean(jnp.abs(adv_t))
 
-    pg, ent_pi, ent_y = jax.tree.map(jnp.mean, jax.vmap(stream_loss, in_axes=1)(traj))
+    pg, ent_pi, ent_y, adv_abs = jax.tree.map(jnp.mean, jax.vmap(stream_loss, in_axes=1)(traj))
     loss = pg - h.entropy_cost * ent_pi - config.beta1 * ent_y + jnp.mean(regs)
-
-    # The critic exists to reduce the meta-gradient's variance; it is trained, not frozen.
-    def batch_critic_loss(p):
-        return jnp.mean(jax.vmap(lambda tb: critic_loss(p, tb)[0], in_axes=1)(traj))
-
-    c_loss, c_grads = jax.value_and_grad(batch_critic_loss)(jax.lax.stop_gradient(lifetime.critic.params))
-    c_updates, c_opt = group.critic_optimizer.update(c_grads, lifetime.critic.opt_state, lifetime.critic.params)
-    critic = AgentState(optax.apply_updates(lifetime.critic.params, c_updates), c_opt)
+    critic, c_loss = train_critic(group, config, critic, traj, h.discount)
 
     stats = engine.completed_episode_stats(traj)
     new_lifetime = lifetime.replace(
@@ -239,26 +288,42 @@ def lifetime_window(group: Group, config: MetaConfig, rule_params, lifetime: Lif
     )
     metrics = {
         "meta_loss": loss, "pg_loss": pg, "entropy": ent_pi, "y_entropy": ent_y,
-        "pi_hat_abs": jnp.mean(pi_hat_abs), "critic_loss": c_loss,
+        "pi_hat_abs": jnp.mean(pi_hat_abs), "critic_loss": c_loss, "advantage_abs": adv_abs,
         "episode_return": stats["episode_return"], "episodes": stats["episodes"],
     }
     return loss, (new_lifetime, metrics)
 
 
-def renew_lifetimes(group: Group, config: MetaConfig, lifetimes: Lifetime, metrics: dict, key):
-    """Replaces finished or collapsed lifetimes with fresh ones; returns (lifetimes, counts)."""
+def group_meta_gradient(group: Group, config: MetaConfig, rule_params, batch: Lifetime):
+    """Per-lifetime meta-gradients of one source, averaged over the lifetimes that stayed finite.
+
+    A lifetime is non-finite when its loss, its meta-gradient or its agent/critic state after
+    the window holds a NaN or an inf; it is left out of the mean (never vetoing the others)
+    and reset by `renew_lifetimes`. Returns (loss, grad, batch', metrics [n], finite [n]).
+    """
+    window = jax.value_and_grad(lambda p, lt: lifetime_window(group, config, p, lt), has_aux=True)
+    (losses, (batch, metrics)), grads = jax.vmap(window, in_axes=(None, 0))(rule_params, batch)
+    finite = jax.vmap(lambda l, g, lt: jnp.isfinite(l) & _all_finite(g) & _all_finite((lt.agent.params, lt.critic.params)))(
+        losses, grads, batch)
+    weight = finite / jnp.maximum(finite.sum(), 1)
+    mean = lambda x: jnp.tensordot(weight, jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0.0), 1)
+    return mean(losses), jax.tree.map(mean, grads), batch, metrics, finite
+
+
+def renew_lifetimes(group: Group, config: MetaConfig, lifetimes: Lifetime, metrics: dict, finite, key):
+    """Replaces finished, collapsed or non-finite lifetimes with fresh ones; returns (lifetimes, stats)."""
     n = lifetimes.updates.shape[0]
     finished = lifetimes.updates >= config.lifetime_updates
-    collapsed = metrics["entropy"] < config.entropy_reset
-    renew = jnp.logical_or(finished, collapsed)
+    collapsed = finite & ~(metrics["entropy"] >= config.entropy_reset)
+    renew = finished | collapsed | ~finite
     fresh = jax.vmap(lambda k: init_lifetime(group, config, k))(jax.random.split(key, n))
     lifetimes = jax.tree.map(
         lambda f, o: jnp.where(renew.reshape((-1,) + (1,) * (o.ndim - 1)), f, o), fresh, lifetimes
     )
-    ended = finished.astype(jnp.float32) * (metrics["episodes"] > 0)
-    final_return = (metrics["episode_return"] * ended).sum() / jnp.maximum(ended.sum(), 1.0)
+    ended = (finished & finite).astype(jnp.float32) * (metrics["episodes"] > 0)
+    final_return = jnp.where(ended > 0, metrics["episode_return"], 0.0).sum() / jnp.maximum(ended.sum(), 1.0)
     return lifetimes, {
-        "finished": finished.sum(), "collapsed": collapsed.sum(),
+        "finished": finished.sum(), "collapsed": collapsed.sum(), "nonfinite": (~finite).sum(),
         "final_return": final_return, "final_returns_count": ended.sum(),
     }
 
@@ -298,29 +363,25 @@ def make_meta_trainer(config: MetaConfig, sources: Sequence[Source]) -> MetaTrai
             lifetimes.append(batch)
         return MetaState(rule_params, meta_opt.init(rule_params), tuple(lifetimes), jnp.zeros((), jnp.int32), key)
 
-    def meta_loss(rule_params, lifetimes):
-        total, outs = 0.0, []
-        for group, batch in zip(groups, lifetimes):
-            losses, (batch, metrics) = jax.vmap(
-                lambda lt: lifetime_window(group, config, rule_params, lt)
-            )(batch)
-            total = total + jnp.mean(losses) / len(groups)
-            outs.append((batch, metrics))
-        return total, outs
-
     def step(state: MetaState) -> tuple[MetaState, dict]:
-        (loss, outs), grads = jax.value_and_grad(meta_loss, has_aux=True)(state.rule_params, state.lifetimes)
+        loss, grads, key = 0.0, None, state.key
+        lifetimes, metrics = [], {}
+        for group, batch in zip(groups, state.lifetimes):
+            g_loss, g_grads, batch, m, finite = group_meta_gradient(group, config, state.rule_params, batch)
+            loss = loss + g_loss / len(groups)
+            grads = jax.tree.map(lambda a, b: a + b / len(groups), grads, g_grads) if grads is not None else \
+                jax.tree.map(lambda b: b / len(groups), g_grads)
+            key, k_renew = jax.random.split(key)
+            batch, renew_stats = renew_lifetimes(group, config, batch, m, finite, k_renew)
+            lifetimes.append(batch)
+            n_finite = jnp.maximum(finite.sum(), 1)
+            finite_mean = lambda x: jnp.where(finite, x, 0.0).sum() / n_finite  # noqa: E731
+            for name, value in {**jax.tree.map(finite_mean, m), **renew_stats}.items():
+                metrics[f"{group.source.name}/{name}"] = value
         updates, opt_state = meta_opt.update(grads, state.opt_state, state.rule_params)
         rule_params = optax.apply_updates(state.rule_params, updates)
-        key = state.key
-        lifetimes, metrics = [], {"meta_loss": loss, "grad_norm": optax.global_norm(grads),
-                                  "skipped_updates": opt_state.total_notfinite}
-        for group, (batch, m) in zip(groups, outs):
-            key, k_renew = jax.random.split(key)
-            batch, renew_stats = renew_lifetimes(group, config, batch, m, k_renew)
-            lifetimes.append(batch)
-            for name, value in {**jax.tree.map(jnp.mean, m), **renew_stats}.items():
-                metrics[f"{group.source.name}/{name}"] = value
+        metrics.update({"meta_loss": loss, "grad_norm": optax.global_norm(grads),
+                        "skipped_updates": opt_state.total_notfinite})
         return MetaState(rule_params, opt_state, tuple(lifetimes), state.step + 1, key), metrics
 
     def run(state: MetaState):

@@ -29,7 +29,7 @@ class RuleConfig:
     hidden: int = 256  # LSTM units
     y_size: int = 30  # m
     embed: int = 16  # width of φ's hidden layer
-    y_loss: str = "mse"  # "mse": ŷ ∈ [0,1]^m, squared error; "kl": softmax y, KL(ŷ || y) (the paper's form)
+    y_loss: str = "mse"  # "mse": ŷ ∈ [0,1]^m, squared error; "kl": softmax y, KL(y || ŷ) (the paper's eq. 2)
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
@@ -89,11 +89,14 @@ class UpdateRule(nn.Module):
 
 
 def y_loss(y: chex.Array, y_hat: chex.Array, kind: str) -> chex.Array:
-    """Per-step loss of the agent's prediction y [.., m] towards the rule's target ŷ [.., m]."""
+    """Per-step loss of the agent's prediction y [.., m] towards the rule's target ŷ [.., m].
+
+    mse: ‖y − ŷ‖²;  kl: KL(softmax y ‖ ŷ) = Σ_k p_k (log p_k − log ŷ_k), p = softmax(y) (paper, eq. 2).
+    """
     if kind == "mse":
         return jnp.sum((y - y_hat) ** 2, axis=-1)
-    log_y = jax.nn.log_softmax(y)
-    return jnp.sum(y_hat * (jnp.log(jnp.clip(y_hat, 1e-8)) - log_y), axis=-1)  # KL(ŷ || softmax y)
+    log_p = jax.nn.log_softmax(y)
+    return jnp.sum(jnp.exp(log_p) * (log_p - jnp.log(jnp.clip(y_hat, 1e-8))), axis=-1)
 
 
 def init_rule(rule_config: RuleConfig, key: chex.PRNGKey, horizon: int = 2):

@@ -189,3 +189,31 @@ def regression_r2(features: np.ndarray, targets: np.ndarray, key: chex.PRNGKey, 
     predictions = predict(features[test])
     r2 = np.array([r2_score(t[test], p) for t, p in zip(targets, predictions)])
     return {"r2": r2, "test": test, "predictions": predictions}
+
+
+# ------------------------------------------------------------------------------ agreement
+def with_random_y(learner: Learner) -> Learner:
+    """`learner` (an LPG table agent) with its y table drawn uniformly from [0, 1] at init, so
+    that two agents start from different predictions (the paper's agreement check)."""
+
+    def init(key):
+        k_learner, k_y = jax.random.split(key)
+        state = learner.init(k_learner)
+        inner = state.params["params"]
+        aux = jax.random.uniform(k_y, inner["aux"].shape, inner["aux"].dtype)
+        return state.replace(params={**state.params, "params": {**inner, "aux": aux}})
+
+    return learner._replace(init=init)
+
+
+def y_disagreement(y_a: np.ndarray, y_b: np.ndarray) -> float:
+    """Mean squared distance between two agents' predictions over the same states [N, m], relative
+    to the spread of predictions across states:
+
+        D = mean_s ‖y_a(s) − y_b(s)‖² / ½ (mean_s ‖y_a(s) − ȳ_a‖² + mean_s ‖y_b(s) − ȳ_b‖²).
+
+    0: the same prediction in every state; 2: unrelated predictions of the same spread.
+    """
+    y_a, y_b = np.asarray(y_a, np.float64), np.asarray(y_b, np.float64)
+    spread = 0.5 * (((y_a - y_a.mean(0)) ** 2).sum(1).mean() + ((y_b - y_b.mean(0)) ** 2).sum(1).mean())
+    return float(((y_a - y_b) ** 2).sum(1).mean() / max(spread, 1e-12))

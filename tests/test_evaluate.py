@@ -1,11 +1,15 @@
-"""Evaluation: confidence intervals, final-return summaries, and the evaluate / analyse_y commands end to end."""
+"""Evaluation: statistics (IQM, stratified bootstrap, normalisation), the held-out suite, and the
+evaluate / analyse_y commands end to end."""
 
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from envs.levels import NAMED_DESCRIPTORS, LevelDistribution, _descriptor_table, is_heldout, make_named_grid
+from envs.sources import level_sampler
 from experiments import analyse_y, evaluate as evaluate_cmd
 from lpg import evaluate
 from lpg.update_rule import RuleConfig, init_rule, save_rule
@@ -35,6 +39,106 @@ def test_final_report_weights_by_episodes_and_skips_lifetimes_without_episodes()
     assert report["curve_mean"] == [2.0, 3.0]
 
 
+# ------------------------------------------------------------------------------ statistics
+def test_iqm_is_the_mean_of_the_middle_half():
+    # 8 values: the lowest two and the highest two are cut, the outlier 100 with them.
+    assert evaluate.iqm([7.0, 1.0, 100.0, 3.0, 5.0, 2.0, 6.0, 4.0]) == pytest.approx((3 + 4 + 5 + 6) / 4)
+    np.testing.assert_allclose(evaluate.iqm([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 8.0, 8.0]], axis=-1), [2.5, 4.0])
+
+
+def test_stratified_bootstrap_resamples_levels_within_each_environment():
+    # Levels are identical within each environment but differ between them: resampling within
+    # environments keeps every environment's share of levels, so the interval collapses.
+    a, b = np.full(3, 0.2), np.full(5, 0.8)
+    point, low, high = evaluate.stratified_bootstrap([a, b], np.mean, num_resamples=500)
+    expected = (3 * 0.2 + 5 * 0.8) / 8
+    assert point == pytest.approx(expected) and low == pytest.approx(expected) and high == pytest.approx(expected)
+    # A resampled level keeps its rows (here two rules' scores that cancel): the mean stays 0.
+    rows = np.array([[0.1, 0.5, 0.9, 0.3], [-0.1, -0.5, -0.9, -0.3]])
+    assert evaluate.stratified_bootstrap([rows], np.mean, num_resamples=500)[1:] == pytest.approx((0.0, 0.0), abs=1e-12)
+    # Levels that differ give an interval around the point; non-finite levels are left out.
+    point, low, high = evaluate.stratified_bootstrap([np.array([0.0, 1.0, 2.0, 3.0, np.nan])], np.mean, seed=1)
+    assert point == pytest.approx(1.5) and 0.0 <= low < 1.5 < high <= 3.0
+
+
+def test_normalisation_of_a_chain_computed_exactly():
+    ev = evaluate.eval_env("chain_heldout", 3, jax.random.PRNGKey(0))
+    assert ev.chain_lengths.min() >= 31 and not ev.single_level
+    refs = evaluate.exact_references(ev, gamma=0.99)
+    # The uniform policy takes the good branch half the time (+1 / -1); the optimal one always.
+    np.testing.assert_allclose(refs.random, 0.0, atol=1e-12)
+    np.testing.assert_allclose(refs.optimal, 1.0)
+    np.testing.assert_allclose(evaluate.normalise(refs.random, refs.random, refs.optimal), 0.0, atol=1e-12)
+    np.testing.assert_allclose(evaluate.normalise(refs.optimal, refs.random, refs.optimal), 1.0)
+    final = np.array([[1.0, 0.0], [1.0, 1.0], [-1.0, np.nan]])  # [levels, seeds]; nan: no final episode
+    np.testing.assert_allclose(evaluate.level_scores(final, refs), [0.5, 1.0, -1.0])
+    assert np.isnan(evaluate.normalise(0.5, 1.0, 1.0))  # no gap between random and optimal: no score
+
+
+def test_exact_random_return_matches_uniform_lifetimes_through_the_engine():
+    ev = evaluate.eval_env("tabular_small", 2, jax.random.PRNGKey(0))
+    assert ev.single_level
+    exact = evaluate.exact_references(ev, gamma=0.99).random
+    config = evaluate.LifetimeConfig(num_updates=30, num_envs=16, rollout_len=20, num_seeds=2)
+    metrics = jax.device_get(evaluate.random_lifetimes(ev, config)(ev.levels, (), jax.random.PRNGKey(1)))
+    episodes = metrics["episodes"].sum()
+    sampled = (metrics["episode_return"] * metrics["episodes"]).sum() / episodes
+    # ~2000 episodes of returns in [-1, 1]: the standard error is about 0.02.
+    assert episodes > 1000 and sampled == pytest.approx(exact[0], abs=0.06)
+
+
+def test_non_finite_lifetimes_are_found_in_the_state_and_the_returns():
+    learner = {"pi": jnp.zeros((2, 3, 4)).at[0, 1, 2].set(jnp.nan), "step": jnp.zeros((2, 3), jnp.int32)}
+    returns = np.zeros((2, 3, 5))
+    returns[1, 2, 4] = np.inf
+    finite = evaluate.finite_lifetimes(type("State", (), {"learner": learner}), {"episode_return": returns})
+    np.testing.assert_array_equal(finite, [[True, False, True], [True, True, False]])
+
+
+# ------------------------------------------------------------------------------ the suite
+def test_heldout_family_excludes_named_grid_and_train_descriptors():
+    dist = LevelDistribution()
+    held = {tuple(d) for d in _descriptor_table(dist, "heldout")}
+    train = {tuple(d) for d in _descriptor_table(dist, "train")}
+    named = set(NAMED_DESCRIPTORS)
+    assert (5, 5, 2) in named and (11, 11, 4) in named  # EXTRA_GRIDS' tabular_small, tabular_dense
+    assert held and held.isdisjoint(train) and held.isdisjoint(named)
+    # The hash alone would hold out random_small_sparse's (5, 7, 3): the exclusion is what removes it.
+    unreserved = {tuple(d) for d in _descriptor_table(LevelDistribution(reserved_descriptors=()), "heldout")}
+    assert (5, 7, 3) in unreserved - held and unreserved - named == held
+    for name in ("random_small_sparse", "tabular_dense"):
+        assert not bool(is_heldout(make_named_grid(name)[1], dist))
+    assert not bool(is_heldout(level_sampler("tabular_small")[1](jax.random.PRNGKey(0)), dist))
+
+
+def test_suite_overlap_with_training_sources():
+    suite = evaluate.HELDOUT_SUITE
+    assert evaluate.training_overlap(["generated", "chain_short", "chain_distraction", "tabular_dense"], suite) == []
+    found = evaluate.training_overlap(["chain_long", "generated_heldout", "Catch-bsuite"], suite)
+    assert len(found) == 3 and "31-50" in found[0]
+
+
+def test_unequal_candidate_sets_are_refused(tiny_rule, capsys):
+    with pytest.raises(ValueError, match="same size"):
+        evaluate.check_candidate_sets(evaluate.LearningRates((1.0, 2.0), (1e-3,)),
+                                      evaluate.LearningRates((1.0, 2.0, 3.0), (1e-3,)))
+    evaluate.check_candidate_sets(evaluate.LPG_LEARNING_RATES, evaluate.A2C_LEARNING_RATES)
+    with pytest.raises(SystemExit):
+        evaluate_cmd.main(["--rule", str(tiny_rule), "--lpg-lrs-network", "1e-3", "3e-3",
+                           "--a2c-lrs-network", "1e-3", "3e-3", "1e-2"])
+    assert "network agents: LPG has 2 candidate learning rates" in capsys.readouterr().err
+
+
+def test_default_output_is_beside_the_rule_but_never_inside_results(tiny_rule, monkeypatch, capsys):
+    assert evaluate_cmd.parse_args(["--rule", str(tiny_rule)]).out == tiny_rule.parent / "eval"
+    monkeypatch.setattr(evaluate_cmd, "RESULTS_DIR", tiny_rule.parent.parent)  # as if the run were committed
+    with pytest.raises(SystemExit):
+        evaluate_cmd.parse_args(["--rule", str(tiny_rule)])
+    assert "pass --out" in capsys.readouterr().err
+    assert evaluate_cmd.parse_args(["--rule", str(tiny_rule), "--out", "x"]).out.name == "x"
+
+
+# ------------------------------------------------------------------------------ commands
 @pytest.fixture(scope="module")
 def tiny_rule(tmp_path_factory):
     path = tmp_path_factory.mktemp("run") / "rule.msgpack"
@@ -43,33 +147,59 @@ def tiny_rule(tmp_path_factory):
     return path
 
 
-def test_evaluate_command_end_to_end(tiny_rule, tmp_path, capsys):
-    out = tmp_path / "eval"
-    # Short chains last 5-30 steps, so every 30-step rollout ends an episode in every stream.
-    evaluate_cmd.main(["--rule", str(tiny_rule), "--envs", "chain_short", "--updates", "10", "--seeds", "2",
-                       "--levels", "2", "--num-envs", "4", "--rollout-len", "30", "--curve-points", "5",
-                       "--out", str(out)])
+def test_evaluate_command_end_to_end(tmp_path, capsys):
+    config = RuleConfig(hidden=8, y_size=4)
+    rules = []
+    for seed in (0, 1):  # two meta-seeds, each in its run directory with the run's config.json
+        path = tmp_path / f"seed{seed}" / "rule.msgpack"
+        path.parent.mkdir()
+        save_rule(path, init_rule(config, jax.random.PRNGKey(seed)), config)
+        # Held-out chains last 31-50 steps, so every 50-step rollout ends an episode in every stream.
+        (path.parent / "config.json").write_text(json.dumps({
+            "envs": ["chain_long"], "lifetime_updates": 6, "num_envs": 4, "rollout_len": 50,
+            "hypers": {"learning_rates": [20.0, 40.0]}}))
+        rules.append(str(path))
+    evaluate_cmd.main(["--rule", *rules, "--envs", "chain_heldout", "--seeds", "2", "--levels", "3",
+                       "--curve-points", "3", "--bootstrap", "200"])
+    out = tmp_path / "seed0" / "eval"  # beside the first rule
     results = json.loads((out / "results.json").read_text())
-    chain = results["envs"]["chain_short"]
-    assert (chain["num_levels"], chain["num_seeds"], chain["tabular"]) == (2, 2, True)
-    assert set(chain["learners"]) == {"LPG", "A2C", "untrained rule"}
-    for report in chain["learners"].values():
-        assert np.asarray(report["final"], float).shape == (2, 2)
-        assert report["final_mean"] is not None and len(report["curve_mean"]) == 5
-    assert chain["optimal_return_mean"] == pytest.approx(1.0)  # a chain's best return is +1
-    for png in ("curves.png", "curves_chain_short.png"):
+    assert results["lifetime"]["num_updates"] == 6 and results["lifetime"]["rollout_len"] == 50  # from config.json
+    assert any("'chain_long'" in w and "chain_heldout" in w for w in results["warnings"])
+    # LPG's candidates are the meta-training rates; A2C's default range is spread to the same size.
+    assert results["lpg"]["learning_rates"]["LPG #1"]["tabular"] == [20.0, 40.0]
+    assert results["a2c_learning_rates"]["tabular"] == [10.0, 40.0]
+    chain = results["envs"]["chain_heldout"]
+    reference = chain["reference"]
+    assert (reference["kind"], reference["gamma"]) == ("exact", 0.995)
+    np.testing.assert_allclose([reference["random"], reference["optimal"]], [[0.0] * 3, [1.0] * 3], atol=1e-12)
+    learners = {"LPG #1", "LPG #2", "LPG (pooled)", "A2C", "untrained rule"}
+    assert set(chain["learners"]) == learners and set(results["suite_scores"]) == learners
+    for label in ("LPG #1", "LPG #2", "A2C", "untrained rule"):
+        report = chain["learners"][label]
+        assert np.asarray(report["final"], float).shape == (3, 2) and len(report["level_scores"]) == 3
+        assert len(report["selection"]) == 2 and report["learning_rate"] in (10.0, 20.0, 40.0)
+        assert report["non_finite_lifetimes"] == 0 and len(report["curve_mean"]) == 3
+        assert sum(n for _, n in report["solved_by_length"].values()) == 3
+        # Chains pay ±1 at the end, random 0, optimal 1: the score is the final return.
+        np.testing.assert_allclose(report["level_scores"], np.mean(np.asarray(report["final"], float), 1))
+    iqm = results["suite_scores"]["A2C"]
+    assert iqm["iqm_ci95"][0] <= iqm["iqm"] <= iqm["iqm_ci95"][1] and iqm["levels_scored"] == 3
+    assert set(chain["score_ratio_to_A2C"]) == {"LPG #1", "LPG #2", "LPG (pooled)", "untrained rule"}
+    for png in ("suite.png", "curves.png", "curves_chain_heldout.png"):
         assert (out / png).stat().st_size > 1000
-    assert "| chain_short | 2 x 2 |" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "| LPG (pooled) |" in text and "levels solved" in text
 
 
 @pytest.mark.slow
 def test_evaluate_command_on_a_network_agent(tiny_rule, tmp_path):
     out = tmp_path / "eval"
     evaluate_cmd.main(["--rule", str(tiny_rule), "--envs", "Catch-bsuite", "--updates", "4", "--seeds", "2",
-                       "--num-envs", "4", "--rollout-len", "10", "--out", str(out)])
+                       "--levels", "2", "--num-envs", "4", "--rollout-len", "10", "--lpg-lrs-network", "1e-3",
+                       "--a2c-lrs-network", "3e-3", "--out", str(out)])
     catch = json.loads((out / "results.json").read_text())["envs"]["Catch-bsuite"]
-    assert catch["tabular"] is False and catch["optimal_return"] is None
-    assert catch["settings"]["optimizer"] == "adam"
+    assert catch["tabular"] is False and catch["single_level"] is True and catch["optimizer"] == "adam"
+    assert catch["reference"]["kind"] == "best A2C"
     assert all(r["final_mean"] is not None for r in catch["learners"].values())
 
 

@@ -74,3 +74,28 @@ def test_td_table_alongside_a_learner_converges_to_the_exact_values():
     assert np.array_equal(visited, y_analysis.reachable_states(mdp))
     np.testing.assert_allclose(np.asarray(state.learner.v)[visited], truth[visited], atol=0.1)
     assert np.abs(truth[visited]).max() > 0.5  # the values are not trivially zero
+
+
+def test_y_disagreement_is_zero_for_equal_predictions_and_two_for_unrelated_ones():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(size=(500, 8))
+    assert y_analysis.y_disagreement(y, y) == 0.0
+    assert y_analysis.y_disagreement(y, y + 1.0) == pytest.approx(8.0 / (8 / 12), rel=0.05)  # offset 1 per unit, var 1/12
+    assert y_analysis.y_disagreement(y, rng.uniform(size=(500, 8))) == pytest.approx(2.0, rel=0.1)
+
+
+def test_random_y_init_differs_between_agents_and_lies_in_the_unit_interval():
+    from envs.chain import DelayedChain, make_chain
+    from lpg import evaluate
+    from lpg.inner import Hypers
+    from lpg.update_rule import RuleConfig, init_rule
+
+    env = DelayedChain(10)
+    params = make_chain(env, 5)
+    config = RuleConfig(hidden=8, y_size=4)
+    hypers = Hypers(*(jnp.float32(x) for x in (0.99, 40.0, 0.5, 0.0)))
+    learner = y_analysis.with_random_y(
+        evaluate.lpg_learner(env, params, init_rule(config, jax.random.PRNGKey(0)), config, hypers))
+    a, b = (np.asarray(learner.init(jax.random.PRNGKey(k)).params["params"]["aux"]) for k in (1, 2))
+    assert a.shape == (env.num_states, 4) and 0.0 <= a.min() and a.max() <= 1.0
+    assert y_analysis.y_disagreement(a, b) > 1.0
