@@ -109,6 +109,10 @@ class MetaConfig:
     critic_table_lr: float = 100.0
     critic_lr: float = 3e-3
     critic_lambda: float = 0.95
+    # Each source's mean meta-gradient is scaled to unit norm before the sources are averaged, so
+    # a source with large returns (grids) cannot drown one with small ones (chains); Adam then
+    # sets the step size, as it does for a single source.
+    balance_sources: bool = True
     entropy_reset: float = 1e-3  # a lifetime whose mean policy entropy falls below this is reset
     num_meta_steps: int = 1000
     steps_per_chunk: int = 10  # meta-steps per jitted chunk (progress/logging granularity)
@@ -369,8 +373,12 @@ def make_meta_trainer(config: MetaConfig, sources: Sequence[Source]) -> MetaTrai
         for group, batch in zip(groups, state.lifetimes):
             g_loss, g_grads, batch, m, finite = group_meta_gradient(group, config, state.rule_params, batch)
             loss = loss + g_loss / len(groups)
+            g_norm = optax.global_norm(g_grads)
+            if config.balance_sources:
+                g_grads = jax.tree.map(lambda g: g / jnp.maximum(g_norm, 1e-12), g_grads)
             grads = jax.tree.map(lambda a, b: a + b / len(groups), grads, g_grads) if grads is not None else \
                 jax.tree.map(lambda b: b / len(groups), g_grads)
+            metrics[f"{group.source.name}/grad_norm"] = g_norm
             key, k_renew = jax.random.split(key)
             batch, renew_stats = renew_lifetimes(group, config, batch, m, finite, k_renew)
             lifetimes.append(batch)

@@ -236,7 +236,7 @@ def test_a_non_finite_lifetime_is_reset_and_left_out_while_the_others_update_the
                                                           jax.tree.leaves(new_state.rule_params))]
     assert np.isfinite(float(metrics["meta_loss"])) and max(moved) > 0 and all(np.isfinite(moved))
     # The other lifetimes' gradients were averaged without lifetime 1 (not vetoed, not diluted).
-    assert float(metrics["grad_norm"]) != pytest.approx(float(clean["grad_norm"]), rel=1e-4)
+    assert float(metrics["probe/grad_norm"]) != pytest.approx(float(clean["probe/grad_norm"]), rel=1e-4)
 
 
 def _final_return(rule_params, rule_config, seed):
@@ -358,3 +358,10 @@ def test_network_agents_trained_by_adam_give_a_finite_meta_gradient():
     assert int(metrics["chain_distraction/nonfinite"]) == 0 and float(metrics["grad_norm"]) > 0
     assert min(abs(float(new_state.lifetimes[0].hypers.learning_rate[0]) - lr)
                for lr in config.hypers.network_learning_rates) < 1e-7
+
+
+def test_sources_meta_gradients_are_balanced_to_unit_norm_before_averaging(probe_trainer):
+    _, trainer, step = probe_trainer
+    _, metrics = step(trainer.init(jax.random.PRNGKey(4)))
+    assert float(metrics["probe/grad_norm"]) > 0
+    np.testing.assert_allclose(float(metrics["grad_norm"]), 1.0, rtol=1e-4)  # one source: its unit direction
