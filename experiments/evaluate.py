@@ -33,12 +33,10 @@ Writes OUT/results.json (all numbers), OUT/summary.md (the tables), OUT/suite.pn
 learner on the suite), learning curves OUT/curves.png and OUT/curves_<env>.png. OUT defaults to
 the first rule's RUN_DIR/eval, except under results/ (committed results), where --out is required.
 
-Run time of the default suite (8 levels x 3 seeds, 4 environments, one rule) on the 2-core CPU while
-a meta-training run held one core: with 250 updates x 32 envs x 20 steps (the `cpu` preset's
-lifetimes) about 11 minutes, scaled from measurements (Catch-bsuite alone at 8 x 3: 3.8 min; the
-whole suite at 2 levels x 3: 4.1 min; compiles, about 15 s per learner and environment, do not
-scale); each further rule adds about 3 minutes. With the `quick` rule's 100 x 16 x 20 lifetimes
-(results/lpg/rule) the whole default suite took 3.5 minutes, measured.
+Run time of the default suite (8 levels x 3 seeds, 4 environments) on the 2-core CPU: three rules
+of the `cpu` preset (100 updates x 32 envs x 20 steps) took 6.3 minutes, measured
+(results/lpg/eval). With 250-update lifetimes about 11 minutes for one rule plus about 3 per
+further rule, scaled from shorter runs made while a meta-training run held one core.
 """
 
 from __future__ import annotations
