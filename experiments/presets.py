@@ -7,7 +7,7 @@ import dataclasses
 from envs.levels import NAMED_GRIDS
 from envs.sources import COLLECT_SUFFIX
 from lpg.a2c import A2CConfig
-from lpg.meta import HyperChoices, MetaConfig
+from lpg.meta import MetaConfig
 from lpg.update_rule import RuleConfig
 
 # A2C baseline on a named environment: (environment name, config, agent updates).

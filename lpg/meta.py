@@ -25,7 +25,6 @@ import chex
 import distrax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
