@@ -23,7 +23,9 @@ Conventions
   (random placement); the agent at a uniformly random free cell not holding an object.
 - Observations: "tabular" -> int32 `cell * 2**max_objects + sum_i present_i 2**i`
   (`env.num_states` of them); "map" -> float32 `[2 + num_kinds, max_height, max_width]`
-  binary channels [agent, walls, one per object kind].
+  binary channels [agent, walls, one per object kind]; "vector" -> float32
+  `[num_cells + max_objects]`: one-hot of the agent's cell then the presence bits, the
+  tabular state as a vector for network agents (Markov for fixed placement, like "tabular").
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ MOVES = np.array(
     dtype=np.int32,
 )
 NUM_MOVES = len(MOVES)
-OBS_MODES = ("tabular", "map")
+OBS_MODES = ("tabular", "map", "vector")
 PLACEMENTS = ("fixed", "random")
 _UNUSED = np.int32(2**30)  # a rank above every real rank: "no cell"
 
@@ -170,6 +172,8 @@ class GridWorld(environment.Environment[GridState, GridParams]):
     def observation_space(self, params: GridParams | None = None):
         if self.obs_mode == "tabular":
             return spaces.Discrete(self.num_states)
+        if self.obs_mode == "vector":
+            return spaces.Box(0.0, 1.0, (self.num_cells + self.max_objects,), jnp.float32)
         return spaces.Box(
             0.0, 1.0, (2 + self.num_kinds, self.max_height, self.max_width), jnp.float32
         )
@@ -341,6 +345,8 @@ class GridWorld(environment.Environment[GridState, GridParams]):
             return (state.agent_cell * 2**self.max_objects + bits).astype(jnp.int32)
         cells = jnp.arange(self.num_cells)
         agent = (cells == state.agent_cell).astype(jnp.float32)
+        if self.obs_mode == "vector":
+            return jnp.concatenate([agent, state.obj_present.astype(jnp.float32)])
         onehot = (state.obj_cell[:, None] == cells[None, :]) & state.obj_present[:, None]
         kinds = jax.nn.one_hot(params.obj_kind, self.num_kinds, dtype=jnp.float32)
         objects = jnp.minimum(kinds.T @ onehot.astype(jnp.float32), 1.0)  # [K, cells]

@@ -3,7 +3,9 @@
 `level_sampler(name) -> (env, sample_params)` where `sample_params(key)` is jittable.
 Named grids always return their one level (`<grid>_18`: with the paper's 18 actions); chains draw a length and a good branch per
 lifetime; "generated" draws from the level generator's training family and
-"generated_heldout" from its disjoint held-out family.
+"generated_heldout" from its disjoint held-out family, both seen as a state index (table
+agents); "generated_vector" draws the training family seen as a vector (one-hot cell and
+presence bits: the same state, for MLP agents).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from envs.probe import ContextualBandit
 DEFAULT_DISTRIBUTION = LevelDistribution()
 # "<named grid>_18": the grid with the paper's 18 actions (9 moves x {collect, don't}).
 COLLECT_SUFFIX = "_18"
+# The level generator's families: seen as a state index (table agents) or as a vector (MLP agents).
+GENERATED = ("generated", "generated_heldout", "generated_vector", "generated_vector_heldout")
 
 
 def _constant(params):
@@ -43,9 +47,10 @@ def level_sampler(name: str, distribution: LevelDistribution = DEFAULT_DISTRIBUT
         kind = name[len("chain_"):]
         env = DelayedChain(max_length=50, obs_mode=CHAIN_KINDS[kind][3])
         return env, functools.partial(sample_chain, kind=kind, max_length=50)
-    if name in ("generated", "generated_heldout"):
-        family = "train" if name == "generated" else "heldout"
-        return distribution.env(), functools.partial(sample_level, dist=distribution, family=family)
+    if name in GENERATED:
+        family = "heldout" if name.endswith("_heldout") else "train"
+        obs_mode = "vector" if name.startswith("generated_vector") else None
+        return distribution.env(obs_mode), functools.partial(sample_level, dist=distribution, family=family)
     if name == "probe":
         env = ContextualBandit(num_states=4, num_actions=3)
         return env, env.sample_params
@@ -55,7 +60,7 @@ def level_sampler(name: str, distribution: LevelDistribution = DEFAULT_DISTRIBUT
 def source_names() -> list[str]:
     chains = [f"chain_{k}" for k in CHAIN_KINDS]
     collect = [f"{name}{COLLECT_SUFFIX}" for name in NAMED_GRIDS]
-    return [*NAMED_GRIDS, *collect, *EXTRA_GRIDS, *chains, "generated", "generated_heldout", "probe"]
+    return [*NAMED_GRIDS, *collect, *EXTRA_GRIDS, *chains, *GENERATED, "probe"]
 
 
 def sample_many(name: str, key: jax.Array, n: int):

@@ -18,8 +18,8 @@ each rule. Every learner picks its learning rate per environment, from a candida
 same size as every other learner's, by the best mean score on selection lifetimes (same levels,
 seeds disjoint from the reported ones); the reported lifetimes are fresh. Candidates: LPG tables
 (SGD on the mean loss) the rule's meta-training rates (config.json hypers.learning_rates, else
-20 40 80), LPG networks (Adam) hypers.network_learning_rates, else 5e-4 1e-3 3e-3; A2C tables
-10 20 40, A2C networks 1e-3 3e-3 1e-2 (spread geometrically over the same range when LPG's set
+20 40 80), LPG networks (Adam) hypers.network_learning_rates, else 2e-3 5e-3 1e-2 2e-2; A2C tables
+10 20 40, A2C networks 2e-3 5e-3 1e-2 2e-2 (spread geometrically over the same range when LPG's set
 has another size and A2C's was not given). Lifetimes default to the meta-training lifetimes
 (config.json lifetime_updates, num_envs, rollout_len), else 250 updates x 32 envs x 20 steps.
 

@@ -42,13 +42,15 @@ META_PRESETS = {
         checkpoint_every=5,
     ),
     # The rule the project commits: about 20 minutes on 2 CPU cores (results/lpg/README.md).
-    # Table agents on generated grids (the generator's training family) and delayed chains of
-    # length 5-30, and MLP agents (Adam) on chains observed through 20 noise bits; agent rates
-    # as evaluated (SGD 20-80, Adam 5e-4 to 5e-3); lifetimes of 100 updates of 32 envs x 20 steps,
-    # the evaluation's. Measured: with 250-update lifetimes, or without balance_sources, the rule
-    # solved chains up to T = 20 and committed to a random branch beyond (results/lpg/README.md).
+    # Table agents on generated grids (the generator's training family) and on delayed chains of
+    # length 5-30, and MLP agents (Adam) on the same generated grids seen as vectors (one-hot cell,
+    # presence bits); agent rates as evaluated (SGD 20-80, Adam 2e-3 to 2e-2); lifetimes of 100
+    # updates of 32 envs x 20 steps, the evaluation's. Measured: with 250-update lifetimes, or
+    # without balance_sources, the rule solved chains up to T = 20 and committed to a random branch
+    # beyond; with MLP agents only on chains (chain_distraction: the first action is the only
+    # decision), it never learned Catch or DeepSea (results/lpg/README.md).
     "cpu": MetaConfig(
-        envs=("generated", "chain_short", "chain_distraction"),
+        envs=("generated", "chain_short", "generated_vector"),
         lifetimes_per_env=8,
         num_envs=32,
         rollout_len=20,
@@ -62,7 +64,7 @@ META_PRESETS = {
     ),
     # Paper scale (Table 2): the paper's whole training set, 960 lifetimes x 64 environments x
     # 20 steps, K = 5, 256-unit LSTM, Adam 1e-4. Sources: the five tabular grids (table agents,
-    # SGD 20-80) and the five random grids (conv agents, Adam 5e-4 to 5e-3), each with 9 and with
+    # SGD 20-80) and the five random grids (conv agents, Adam 2e-3 to 2e-2), each with 9 and with
     # 18 actions (the paper samples the action set per lifetime; a batch of lifetimes needs one
     # action count, so each is its own source), and the four delayed chains: 24 sources x 40 =
     # 960 lifetimes. Budget: 1,400 meta-steps x 7.37M env steps = 1.03e10 env steps, the paper's

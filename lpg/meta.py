@@ -61,7 +61,7 @@ class HyperChoices:
 
     discounts: tuple[float, ...] = (0.997, 0.995, 0.99)
     learning_rates: tuple[float, ...] = (20.0, 40.0, 80.0)
-    network_learning_rates: tuple[float, ...] = (5e-4, 1e-3, 2e-3, 5e-3)
+    network_learning_rates: tuple[float, ...] = (2e-3, 5e-3, 1e-2, 2e-2)
     alpha_ys: tuple[float, ...] = (0.1, 0.5, 1.0)
     entropy_costs: tuple[float, ...] = (0.01, 0.02)
 

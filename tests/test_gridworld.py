@@ -204,6 +204,30 @@ def test_map_observation_channels():
     np.testing.assert_array_equal(obs, expected)
 
 
+def test_vector_observation_is_the_tabular_state_and_level_sources_use_it():
+    tab, vec = GridWorld(3, 4, 3), GridWorld(3, 4, 3, obs_mode="vector")
+    params = make_level(tab, 3, 4, [(1, 0, 0)] * 3, positions=[(0, 0), (0, 1), (2, 3)])
+    state = place(tab, params, (1, 2), present=np.array([True, False, True]))
+    obs = np.asarray(vec.get_obs(state, params))
+    assert obs.shape == vec.observation_space(params).shape == (12 + 3,) and obs.dtype == np.float32
+    expected = np.zeros(15, np.float32)
+    expected[1 * 4 + 2] = 1  # agent's cell, one-hot
+    expected[12:] = [1, 0, 1]  # presence bits
+    np.testing.assert_array_equal(obs, expected)
+    # The same state index as the tabular observation: cell * 2**objects + bits.
+    assert int(np.argmax(obs[:12])) * 8 + int(obs[12:] @ [1, 2, 4]) == int(tab.get_obs(state, params))
+
+    from envs.sources import level_sampler
+
+    env, sample = level_sampler("generated_vector")
+    table_env, table_sample = level_sampler("generated")
+    key = jax.random.PRNGKey(3)
+    assert env.obs_mode == "vector" and table_env.obs_mode == "tabular"
+    # The vector source draws the same training family as the table source.
+    for a, b in zip(jax.tree.leaves(sample(key)), jax.tree.leaves(table_sample(key))):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_vmap_over_heterogeneous_levels_matches_single_runs_and_is_seeded():
     specs = [
         LevelSpec(5, 5, ((1.0, 0.2, 0.1), (-1.0, 0.5, 0.5)), placement="random", max_steps=7),

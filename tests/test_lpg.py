@@ -347,15 +347,17 @@ def test_kl_target_mode_runs_and_gives_finite_losses():
     assert np.isfinite(float(metrics["meta_loss"])) and int(metrics["skipped_updates"]) == 0
 
 
-def test_network_agents_trained_by_adam_give_a_finite_meta_gradient():
+@pytest.mark.parametrize("source", ["chain_distraction", "generated_vector"])
+def test_network_agents_trained_by_adam_give_a_finite_meta_gradient(source):
     """Differentiating through Adam: with eps_root = 0, d√v/dv = inf wherever a gradient is exactly 0
-    (here: the distraction chain's unused branch bit before the choice) and every lifetime turns NaN."""
-    config = _probe_config(envs=("chain_distraction",), lifetimes_per_env=2, num_envs=4, rollout_len=8)
+    (the distraction chain's unused branch bit before the choice, a grid cell never visited) and
+    every lifetime turns NaN."""
+    config = _probe_config(envs=(source,), lifetimes_per_env=2, num_envs=4, rollout_len=8)
     trainer = make_meta_trainer(config, sources_for(config.envs))
-    assert trainer.groups[0].agent.optimizer_name == "adam"
+    assert trainer.groups[0].agent.optimizer_name == "adam" and not trainer.groups[0].tabular
     state = trainer.init(jax.random.PRNGKey(0))
     new_state, metrics = jax.jit(trainer.step)(state)
-    assert int(metrics["chain_distraction/nonfinite"]) == 0 and float(metrics["grad_norm"]) > 0
+    assert int(metrics[f"{source}/nonfinite"]) == 0 and float(metrics["grad_norm"]) > 0
     assert min(abs(float(new_state.lifetimes[0].hypers.learning_rate[0]) - lr)
                for lr in config.hypers.network_learning_rates) < 1e-7
 
