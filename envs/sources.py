@@ -26,6 +26,11 @@ COLLECT_SUFFIX = "_18"
 GENERATED = ("generated", "generated_heldout", "generated_vector", "generated_vector_heldout")
 
 
+def generated_family(name: str) -> str | None:
+    """"train" or "heldout" for a generator source (however it is observed), None for any other name."""
+    return None if name not in GENERATED else ("heldout" if name.endswith("_heldout") else "train")
+
+
 def _constant(params):
     return lambda key: params
 
@@ -48,9 +53,9 @@ def level_sampler(name: str, distribution: LevelDistribution = DEFAULT_DISTRIBUT
         env = DelayedChain(max_length=50, obs_mode=CHAIN_KINDS[kind][3])
         return env, functools.partial(sample_chain, kind=kind, max_length=50)
     if name in GENERATED:
-        family = "heldout" if name.endswith("_heldout") else "train"
         obs_mode = "vector" if name.startswith("generated_vector") else None
-        return distribution.env(obs_mode), functools.partial(sample_level, dist=distribution, family=family)
+        return distribution.env(obs_mode), functools.partial(
+            sample_level, dist=distribution, family=generated_family(name))
     if name == "probe":
         env = ContextualBandit(num_states=4, num_actions=3)
         return env, env.sample_params

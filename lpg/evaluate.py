@@ -53,7 +53,7 @@ import scipy.stats
 
 from envs import registry
 from envs.chain import CHAIN_KINDS, DelayedChain
-from envs.sources import GENERATED, level_sampler, source_names
+from envs.sources import GENERATED, generated_family, level_sampler, source_names
 from lpg.a2c import A2CConfig, make_a2c
 from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
 from lpg.learner import Learner, learning_curve, make_train
@@ -155,10 +155,6 @@ def _chain_range(name: str) -> tuple[int, int] | None:
     return CHAIN_KINDS[kind][:2] if kind in CHAIN_KINDS else None
 
 
-def _generated_family(name: str) -> str | None:
-    return None if name not in GENERATED else ("heldout" if name.endswith("_heldout") else "train")
-
-
 def training_overlap(training_sources: Sequence[str], suite: Sequence[str]) -> list[str]:
     """Why a rule meta-trained on `training_sources` has seen part of `suite` (empty: nothing shared).
 
@@ -171,10 +167,10 @@ def training_overlap(training_sources: Sequence[str], suite: Sequence[str]) -> l
     for source in training_sources:
         for name in suite:
             trained, evaluated = _chain_range(source), _chain_range(name)
-            family = _generated_family(source)
+            family = generated_family(source)
             if source == name:
                 found.append(f"{source!r} is a meta-training source and an evaluation environment")
-            elif family is not None and family == _generated_family(name):
+            elif family is not None and family == generated_family(name):
                 found.append(f"meta-training source {source!r} draws the generator's {family} family, "
                              f"as {name!r} does")
             elif trained and evaluated and trained[0] <= evaluated[1] and evaluated[0] <= trained[1]:
@@ -246,9 +242,6 @@ class EvalEnv(NamedTuple):
         return np.asarray(self.levels.length) if isinstance(self.env, DelayedChain) else None
 
 
-SAMPLED_SOURCES = GENERATED
-
-
 def known_env_names() -> list[str]:
     return sorted(set(source_names()) | set(registry.names()) | set(gymnax.registered_envs))
 
@@ -266,7 +259,7 @@ def eval_env(name: str, num_levels: int, key) -> EvalEnv:
     length and good branch are drawn per level); `num_levels` copies of the one level of a
     named grid or gymnax env (`single_level`: each copy's lifetimes form one group)."""
     check_env_name(name)
-    sampled = name in SAMPLED_SOURCES or name.startswith("chain_")
+    sampled = name in GENERATED or name.startswith("chain_")
     if name in source_names():
         env, sample = level_sampler(name)
         one = None if sampled else sample(key)

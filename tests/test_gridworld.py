@@ -223,9 +223,14 @@ def test_vector_observation_is_the_tabular_state_and_level_sources_use_it():
     table_env, table_sample = level_sampler("generated")
     key = jax.random.PRNGKey(3)
     assert env.obs_mode == "vector" and table_env.obs_mode == "tabular"
-    # The vector source draws the same training family as the table source.
+    # The vector sources draw the same families as the table sources.
     for a, b in zip(jax.tree.leaves(sample(key)), jax.tree.leaves(table_sample(key))):
         np.testing.assert_array_equal(a, b)
+    held_vec, held_tab = level_sampler("generated_vector_heldout")[1](key), level_sampler("generated_heldout")[1](key)
+    for a, b in zip(jax.tree.leaves(held_vec), jax.tree.leaves(held_tab)):
+        np.testing.assert_array_equal(a, b)
+    dist = LevelDistribution()
+    assert bool(is_heldout(held_vec, dist)) and not bool(is_heldout(sample(key), dist))
 
 
 def test_vmap_over_heterogeneous_levels_matches_single_runs_and_is_seeded():
