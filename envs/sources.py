@@ -5,7 +5,8 @@ Named grids always return their one level (`<grid>_18`: with the paper's 18 acti
 lifetime; "generated" draws from the level generator's training family and
 "generated_heldout" from its disjoint held-out family, both seen as a state index (table
 agents); "generated_vector" draws the training family seen as a vector (one-hot cell and
-presence bits: the same state, for MLP agents).
+presence bits: the same state, for MLP agents); "generated_sparse_vector" draws one-goal levels
+with 10-step episodes (`SPARSE_DISTRIBUTION`, rare rewards) from the same training descriptors, seen as a vector.
 """
 
 from __future__ import annotations
@@ -22,8 +23,18 @@ from envs.probe import ContextualBandit
 DEFAULT_DISTRIBUTION = LevelDistribution()
 # "<named grid>_18": the grid with the paper's 18 actions (9 moves x {collect, don't}).
 COLLECT_SUFFIX = "_18"
-# The level generator's families: seen as a state index (table agents) or as a vector (MLP agents).
-GENERATED = ("generated", "generated_heldout", "generated_vector", "generated_vector_heldout")
+# Rare rewards: one goal (reward 1, ends the episode) in a 7-11 x 7-11 grid with walls, episodes of
+# 10 steps from a random cell, no other reward: a uniform policy reached the goal in 3.5-11% of its
+# episodes on six sampled levels. The same train/held-out descriptor split as DEFAULT_DISTRIBUTION
+# (same hash and split seed).
+SPARSE_DISTRIBUTION = LevelDistribution(
+    height_range=(7, 11), width_range=(7, 11), max_objects=1, num_kinds=1, reward_choices=(1.0,),
+    p_terminate_choices=(1.0,), p_respawn_choices=(0.0,), max_steps_choices=(10,),
+)
+# The level generator's families: seen as a state index (table agents) or as a vector (MLP agents);
+# "generated_sparse_vector": SPARSE_DISTRIBUTION's training family, seen as a vector.
+GENERATED = ("generated", "generated_heldout", "generated_vector", "generated_vector_heldout",
+             "generated_sparse_vector")
 
 
 def generated_family(name: str) -> str | None:
@@ -53,7 +64,9 @@ def level_sampler(name: str, distribution: LevelDistribution = DEFAULT_DISTRIBUT
         env = DelayedChain(max_length=50, obs_mode=CHAIN_KINDS[kind][3])
         return env, functools.partial(sample_chain, kind=kind, max_length=50)
     if name in GENERATED:
-        obs_mode = "vector" if name.startswith("generated_vector") else None
+        obs_mode = "vector" if "vector" in name else None
+        if "sparse" in name:
+            distribution = SPARSE_DISTRIBUTION
         return distribution.env(obs_mode), functools.partial(
             sample_level, dist=distribution, family=generated_family(name))
     if name == "probe":

@@ -51,7 +51,7 @@ META_PRESETS = {
     # decision) it never learned Catch, with them on generated_vector at Adam 5e-4 to 5e-3 it reached
     # 0.47x A2C there, at 2e-3 to 2e-2 0.71-0.78x; DeepSea is not learned (results/lpg/README.md).
     "cpu": MetaConfig(
-        envs=("generated", "chain_short", "generated_vector"),
+        envs=("generated", "chain_short", "generated_vector", "generated_sparse_vector"),
         lifetimes_per_env=8,
         num_envs=32,
         rollout_len=20,

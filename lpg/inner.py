@@ -97,6 +97,9 @@ class LPGAgent(NamedTuple):
         inputs = jax.vmap(self.rule_inputs, in_axes=(None, 1, None))(state.params, traj, hypers.discount)
         pi_hat, y_hat = jax.vmap(lambda x: self.rule.apply(rule_params, x))(inputs)  # [B, T], [B, T, m]
         kind = self.rule.config.y_loss
+        # The policy is pushed by π̂ less its batch mean (RuleConfig.pi_hat_baseline); the rule's own
+        # output is what is returned (and what the meta-objective's L2 term sees).
+        pi_hat_used = pi_hat - jnp.mean(pi_hat) if self.rule.config.pi_hat_baseline == "batch_mean" else pi_hat
 
         def surrogate(params):
             # π̂ and ŷ were computed from the outer `state.params`: constants for this gradient.
@@ -105,7 +108,7 @@ class LPGAgent(NamedTuple):
                 log_pi = distrax.Categorical(logits=logits).log_prob(traj_b.action)
                 return jnp.mean(log_pi * pi_hat_b - hypers.alpha_y * y_loss(y, y_hat_b, kind))
 
-            return -jnp.mean(jax.vmap(stream, in_axes=(1, 0, 0))(traj, pi_hat, y_hat))
+            return -jnp.mean(jax.vmap(stream, in_axes=(1, 0, 0))(traj, pi_hat_used, y_hat))
 
         grads = jax.grad(surrogate)(state.params)
         if self.implicit_y_step:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import serialization
 
 Y_LOSSES = ("mse", "kl")
+PI_HAT_BASELINES = ("batch_mean", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +31,18 @@ class RuleConfig:
     y_size: int = 30  # m
     embed: int = 16  # width of φ's hidden layer
     y_loss: str = "mse"  # "mse": ŷ ∈ [0,1]^m, squared error; "kl": softmax y, KL(y || ŷ) (the paper's eq. 2)
+    # How the agent update uses π̂ (lpg.inner.LPGAgent.update): "batch_mean" subtracts the mean π̂ of
+    # the update's batch, a baseline (it leaves the expected policy gradient unchanged and removes
+    # a constant push on every sampled action, which under Adam only inflates the second moment);
+    # "none" is the paper's (and every rule saved before this field existed).
+    pi_hat_baseline: str = "batch_mean"
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
             raise ValueError(f"RuleConfig.y_loss={self.y_loss!r} is unknown; allowed: {Y_LOSSES}")
+        if self.pi_hat_baseline not in PI_HAT_BASELINES:
+            raise ValueError(
+                f"RuleConfig.pi_hat_baseline={self.pi_hat_baseline!r} is unknown; allowed: {PI_HAT_BASELINES}")
         if self.hidden < 1 or self.y_size < 1 or self.embed < 1:
             raise ValueError(f"RuleConfig sizes must be >= 1 (got {self})")
 
@@ -120,6 +129,8 @@ def load_rule(path: str | Path) -> tuple[Any, RuleConfig]:
     path = Path(path)
     if not path.exists() or not path.with_suffix(".json").exists():
         raise FileNotFoundError(f"no saved rule at {path} (expected {path.name} and {path.with_suffix('.json').name})")
-    config = RuleConfig(**json.loads(path.with_suffix(".json").read_text()))
+    fields = json.loads(path.with_suffix(".json").read_text())
+    fields.setdefault("pi_hat_baseline", "none")  # saved before the field existed: trained without one
+    config = RuleConfig(**fields)
     template = init_rule(config, jax.random.PRNGKey(0))
     return serialization.from_bytes(template, path.read_bytes()), config
