@@ -6,7 +6,8 @@ lifetime; "generated" draws from the level generator's training family and
 "generated_heldout" from its disjoint held-out family, both seen as a state index (table
 agents); "generated_vector" draws the training family seen as a vector (one-hot cell and
 presence bits: the same state, for MLP agents); "generated_sparse_vector" draws one-goal levels
-with 10-step episodes (`SPARSE_DISTRIBUTION`, rare rewards) from the same training descriptors, seen as a vector.
+with 10-step episodes (`SPARSE_DISTRIBUTION`, rare rewards; whatever `distribution` is passed)
+from the same training descriptors, seen as a vector.
 """
 
 from __future__ import annotations

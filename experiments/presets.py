@@ -41,15 +41,16 @@ META_PRESETS = {
         steps_per_chunk=10,
         checkpoint_every=5,
     ),
-    # The rule the project commits: about 20 minutes on 2 CPU cores (results/lpg/README.md).
+    # The rule the project commits: about 28 minutes on 2 CPU cores (results/lpg/README.md).
     # Table agents on generated grids (the generator's training family) and on delayed chains of
     # length 5-30, and MLP agents (Adam) on the same generated grids seen as vectors (one-hot cell,
-    # presence bits); agent rates as evaluated (SGD 20-80, Adam 2e-3 to 2e-2); lifetimes of 100
-    # updates of 32 envs x 20 steps, the evaluation's. Measured: with 250-update lifetimes, or
-    # without balance_sources, the rule solved chains up to T = 20 and committed to a random branch
-    # beyond; with MLP agents only on chains (chain_distraction: the first action is the only
-    # decision) it never learned Catch, with them on generated_vector at Adam 5e-4 to 5e-3 it reached
-    # 0.47x A2C there, at 2e-3 to 2e-2 0.71-0.78x; DeepSea is not learned (results/lpg/README.md).
+    # presence bits) and on one-goal levels with rare rewards (generated_sparse_vector); agent
+    # rates as evaluated (SGD 20-80, Adam 2e-3 to 2e-2); lifetimes of 100 updates of 32 envs x 20
+    # steps, the evaluation's; π̂ with its batch-mean baseline (RuleConfig's default). Measured:
+    # with 250-update lifetimes, or without balance_sources, the rule solved chains up to T = 20
+    # and committed to a random branch beyond; with MLP agents only on chains it never learned
+    # Catch; the sparse source is not learned by meta-training and DeepSea is not learned
+    # (results/lpg/README.md).
     "cpu": MetaConfig(
         envs=("generated", "chain_short", "generated_vector", "generated_sparse_vector"),
         lifetimes_per_env=8,

@@ -233,7 +233,6 @@ def test_vector_observation_is_the_tabular_state_and_level_sources_use_it():
     assert bool(is_heldout(held_vec, dist)) and not bool(is_heldout(sample(key), dist))
 
 
-
 def test_sparse_source_draws_one_goal_levels_of_the_training_family_only():
     from envs.levels import _descriptor_table
     from envs.sources import SPARSE_DISTRIBUTION, level_sampler
@@ -251,6 +250,7 @@ def test_sparse_source_draws_one_goal_levels_of_the_training_family_only():
     held = {tuple(d) for d in _descriptor_table(LevelDistribution(), "heldout")}
     drawn = {(int(h), int(w), 1) for h, w in zip(levels.height, levels.width)}
     assert drawn and drawn.isdisjoint(held)
+
 
 def test_vmap_over_heterogeneous_levels_matches_single_runs_and_is_seeded():
     specs = [
