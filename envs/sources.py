@@ -32,10 +32,16 @@ SPARSE_DISTRIBUTION = LevelDistribution(
     height_range=(7, 11), width_range=(7, 11), max_objects=1, num_kinds=1, reward_choices=(1.0,),
     p_terminate_choices=(1.0,), p_respawn_choices=(0.0,), max_steps_choices=(10,),
 )
-# The level generator's families: seen as a state index (table agents) or as a vector (MLP agents);
-# "generated_sparse_vector": SPARSE_DISTRIBUTION's training family, seen as a vector.
-GENERATED = ("generated", "generated_heldout", "generated_vector", "generated_vector_heldout",
-             "generated_sparse_vector")
+# The level generator's sources: name -> (distribution, observation mode). A None distribution is
+# the one passed to `level_sampler` (DEFAULT_DISTRIBUTION unless given); None obs mode: the state index.
+_GENERATED_SOURCES = {
+    "generated": (None, None),
+    "generated_heldout": (None, None),
+    "generated_vector": (None, "vector"),
+    "generated_vector_heldout": (None, "vector"),
+    "generated_sparse_vector": (SPARSE_DISTRIBUTION, "vector"),
+}
+GENERATED = tuple(_GENERATED_SOURCES)
 
 
 def generated_family(name: str) -> str | None:
@@ -65,9 +71,8 @@ def level_sampler(name: str, distribution: LevelDistribution = DEFAULT_DISTRIBUT
         env = DelayedChain(max_length=50, obs_mode=CHAIN_KINDS[kind][3])
         return env, functools.partial(sample_chain, kind=kind, max_length=50)
     if name in GENERATED:
-        obs_mode = "vector" if "vector" in name else None
-        if "sparse" in name:
-            distribution = SPARSE_DISTRIBUTION
+        fixed, obs_mode = _GENERATED_SOURCES[name]
+        distribution = fixed or distribution
         return distribution.env(obs_mode), functools.partial(
             sample_level, dist=distribution, family=generated_family(name))
     if name == "probe":
