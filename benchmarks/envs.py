@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 import envs
-from benchmarks.timing import best_interleaved, compile_timed, machine
+from benchmarks.timing import best_interleaved, compile_timed, machine, progress
 from lpg import rollout as engine
 from lpg.a2c import A2CConfig, make_a2c
 from lpg.learner import make_train
@@ -87,7 +87,7 @@ def a2c_training(env, env_params, batch: int, steps: int, rollout_len: int = 20)
 
 def measure(setups: dict, repeats: int) -> dict:
     """Compiles every `name -> (fn, args, env_steps)`, then times them interleaved."""
-    compiled = {name: compile_timed(fn, args) for name, (fn, args, _) in setups.items()}
+    compiled = {name: compile_timed(fn, args, name=name) for name, (fn, args, _) in setups.items()}
     best = best_interleaved({name: (c, setups[name][1]) for name, (c, _) in compiled.items()}, repeats)
     return {
         name: {"steps_per_s": round(setups[name][2] / best[name]), "compile_s": compiled[name][1],
@@ -108,6 +108,7 @@ def main(argv=None):
     env, env_params = envs.make(args.env)
     rows = []
     for batch in args.batch:
+        progress(f"B = {batch} streams x T = {args.steps} steps")
         setups = {
             "bare": bare_stepping(env, env_params, batch, args.steps),
             "engine": engine_stepping(env, env_params, batch, args.steps),

@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from benchmarks.timing import machine
+from benchmarks.timing import machine, progress
 from lpg import sharding
 from lpg.meta import MetaConfig, make_meta_trainer, sources_for
 from lpg.update_rule import RuleConfig
@@ -49,6 +49,7 @@ def measure(config: MetaConfig, repeats: int) -> dict:
     state = jax.jit(trainer.init, out_shardings=shardings)(jax.random.PRNGKey(0))
     setup_s = time.perf_counter() - t0
 
+    progress(f"compiling one meta-step ({config.env_steps_per_meta_step:,} env steps; minutes on a 2-core CPU)...")
     t0 = time.perf_counter()
     run = jax.jit(trainer.run, in_shardings=(shardings,), out_shardings=(shardings, None), donate_argnums=0)
     lowered = run.lower(state)
@@ -56,6 +57,7 @@ def measure(config: MetaConfig, repeats: int) -> dict:
     run = lowered.compile()
     compile_s = time.perf_counter() - t0
 
+    progress(f"compiled in {compile_s:.0f}s; warm-up and {repeats} timed meta-steps...")
     state, _ = jax.block_until_ready(run(state))  # warm-up
     times = []
     for _ in range(repeats):

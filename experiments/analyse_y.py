@@ -14,13 +14,16 @@ seeds). A control repeats the y regression for agents trained by an untrained ru
 RuleConfig, fresh init): what y holds without meta-learning.
 
 Writes OUT/y_analysis.json, OUT/summary.md, OUT/y_fits.png (held-out fits, first seed) and
-OUT/y_r2.png (R² against the discount). OUT defaults to RUN_DIR/y_analysis.
+OUT/y_r2.png (R² against the discount). OUT is --out, else --run-dir, else the rule's
+RUN_DIR/y_analysis (never under the committed results/ unless --out says so); a finished
+analysis with the same settings is shown again, not redone (--no-resume redoes it).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -31,11 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.planning import tabular_mdp
-from experiments.cli import check_rule_and_envs
-from experiments.evaluate import format_cell, middle_choice, training_hypers
+from experiments.cli import add_settings_args, check_rule_and_envs, entry_point, fail, output_dir, settings_from_args
+from experiments.evaluate import RESULTS_DIR, format_cell, middle_choice, training_hypers
 from lpg import evaluate as ev_lib
 from lpg import y_analysis
 from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
+from lpg.config import validate
+from lpg.runs import config_differences
 from lpg.update_rule import init_rule, load_rule
 
 FEATURES = ("y (learned rule)", "TD(λ) value", "y (untrained rule)")
@@ -95,12 +100,12 @@ def analyse(args) -> dict:
     untrained = init_rule(rule_config, jax.random.PRNGKey(args.untrained_seed))
     ev = ev_lib.eval_env(args.env, 1, jax.random.PRNGKey(args.seed))
     if not ev.tabular:
-        raise SystemExit(f"error: --env {args.env} has no tabular observations; the y analysis needs a tabular level")
+        fail(f"--env {args.env} has no tabular observations; the y analysis needs a tabular level")
     level = ev.level(0)
     try:
         mdp = tabular_mdp(ev.env, level)
     except ValueError as e:
-        raise SystemExit(f"error: --env {args.env}: {e}") from None
+        fail(f"--env {args.env}: {e}")
     reachable = y_analysis.reachable_states(mdp)
     log(f"{args.env}: {mdp.num_states} tabular states, {reachable.sum()} reachable; training {args.seeds} agent(s) "
         f"for {args.updates} updates x {args.num_envs * args.rollout_len} steps at γ={args.discount}, "
@@ -125,7 +130,7 @@ def analyse(args) -> dict:
         pi_control = tables(trained["untrained rule"][0], seed, kl)[0]
         values_control = y_analysis.true_values(mdp, pi_control, discounts)[:, states_control]
         if min(len(states), len(states_control)) < MIN_STATES:
-            raise SystemExit(f"error: seed {seed}: only {min(len(states), len(states_control))} states were "
+            fail(f"seed {seed}: only {min(len(states), len(states_control))} states were "
                              f"visited at least {args.min_visits} times (need {MIN_STATES}); lower --min-visits "
                              "or raise --updates")
         key, k = jax.random.split(key)
@@ -142,7 +147,7 @@ def analyse(args) -> dict:
             f"{name}: " + " ".join(f"{r:.3f}" for r in fit[0]["r2"]) for name, fit in fits.items()))
 
     if not per_seed:
-        raise SystemExit("error: every seed diverged (non-finite agent tables); lower --lr or --alpha-y")
+        fail("every seed diverged (non-finite agent tables); lower --lr or --alpha-y")
     summary = {}
     for name in FEATURES:
         r2 = np.array([s["fits"][name][0]["r2"] for s in per_seed])  # [seeds, D]
@@ -267,41 +272,68 @@ def plot(results: dict, per_seed: list, out: Path) -> list[Path]:
     return paths
 
 
+@dataclasses.dataclass(frozen=True)
+class AnalysisSettings:
+    """What the y analysis runs (`--preset`, `--set key=value` or the flag of the same name).
+    Fields left None are derived from the rule's meta-training config (RUN_DIR/config.json)."""
+
+    env: str = "tabular_dense"
+    seeds: int = 3
+    pairs: int = 3
+    updates: int = 1000
+    num_envs: int = 64
+    rollout_len: int = 20
+    discount: float = 0.995
+    lr: float | None = None
+    alpha_y: float | None = None
+    eval_discounts: tuple[float, ...] | None = None
+    td_lambda: float = 0.95
+    td_step_size: float = 0.2
+    min_visits: int = 100
+    train_fraction: float = 0.75
+    seed: int = 0
+    untrained_seed: int = 12345
+
+    def __post_init__(self):
+        validate(self, [
+            (min(self.seeds, self.pairs, self.updates, self.num_envs, self.rollout_len, self.min_visits) >= 1,
+             "seeds, pairs, updates, num_envs, rollout_len and min_visits must be >= 1"),
+            (0.0 < self.train_fraction < 1.0, "train_fraction must be in (0, 1)"),
+            (0.0 <= self.discount <= 1.0 and 0.0 <= self.td_lambda <= 1.0, "discount and td_lambda must be in [0, 1]"),
+        ])
+
+
+ANALYSIS_PRESETS = {
+    "default": AnalysisSettings(),  # results/lpg/y_analysis
+    "quick": AnalysisSettings(seeds=2, pairs=1, updates=300),
+}
+ANALYSIS_HELP = {
+    "env": "a tabular level with an exact MDP: a tabular_* grid, a chain, generated_heldout, ...",
+    "seeds": "agents trained (one analysis each)",
+    "pairs": "pairs of agents with independently drawn y tables for the agreement check",
+    "updates": "agent updates per lifetime",
+    "discount": "training discount of the agents and the TD table",
+    "lr": "agent SGD learning rate on the mean loss (derived: middle of the rule's meta-training choices, else 40)",
+    "alpha_y": "α_y (derived: middle of the rule's meta-training choices, else 0.5)",
+    "eval_discounts": "discounts of the true values (derived: the training discount, 0.99, 0.95, 0.9)",
+    "td_lambda": "λ of the TD(λ) baseline table",
+    "td_step_size": "TD(λ) step size on the per-state mean TD error of a batch",
+    "min_visits": "states the agent visited fewer times in its lifetime are left out (1 = every visited state)",
+    "train_fraction": "share of states the MLP is fitted on",
+    "untrained_seed": "PRNG seed of the untrained-rule control",
+}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rule", required=True, help="a rule written by meta-training (RUN_DIR/rule.msgpack)")
-    parser.add_argument("--env", default="tabular_dense",
-                        help="a tabular level with an exact MDP: a tabular_* grid, a chain, generated_heldout, ...")
-    parser.add_argument("--seeds", type=int, default=3, help="agents trained (one analysis each)")
-    parser.add_argument("--pairs", type=int, default=3,
-                        help="pairs of agents with independently drawn y tables for the agreement check")
-    parser.add_argument("--updates", type=int, default=1000, help="agent updates per lifetime")
-    parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--rollout-len", type=int, default=20)
-    parser.add_argument("--discount", type=float, default=0.995,
-                        help="training discount of the agents and the TD table")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="agent SGD learning rate on the mean loss (default: middle of the rule's meta-training "
-                             "choices from RUN_DIR/config.json, else 40)")
-    parser.add_argument("--alpha-y", type=float, default=None,
-                        help="α_y (default: middle of the rule's meta-training choices, else 0.5)")
-    parser.add_argument("--eval-discounts", type=float, nargs="+", default=None,
-                        help="discounts of the true values (default: the training discount, 0.99, 0.95, 0.9)")
-    parser.add_argument("--td-lambda", type=float, default=0.95, help="λ of the TD(λ) baseline table")
-    parser.add_argument("--td-step-size", type=float, default=0.2,
-                        help="TD(λ) step size on the per-state mean TD error of a batch")
-    parser.add_argument("--min-visits", type=int, default=100,
-                        help="states the agent visited fewer times in its lifetime are left out: their y and TD "
-                             "entries have barely moved from their initial values (1 = every visited state)")
-    parser.add_argument("--train-fraction", type=float, default=0.75, help="share of states the MLP is fitted on")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--untrained-seed", type=int, default=12345, help="PRNG seed of the untrained-rule control")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/y_analysis)")
+    add_settings_args(parser, ANALYSIS_PRESETS, "default", ANALYSIS_HELP,
+                      run_dir_help="output folder (default: RUN_DIR/y_analysis of the rule); a finished analysis "
+                                   "with the same settings is shown, not redone")
     args = parser.parse_args(argv)
+    settings_from_args(args, ANALYSIS_PRESETS)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    check_rule_and_envs(parser, args.rule, [args.env])
-    if min(args.seeds, args.updates, args.pairs) < 1:
-        parser.error("--seeds, --pairs and --updates must be >= 1")
+    check_rule_and_envs(args.rule, [args.env])
     hypers = training_hypers(Path(args.rule)) or {}
     if args.lr is None:
         args.lr = middle_choice(hypers.get("learning_rates"), 40.0)
@@ -309,13 +341,32 @@ def parse_args(argv=None):
         args.alpha_y = middle_choice(hypers.get("alpha_ys"), 0.5)
     if args.eval_discounts is None:
         args.eval_discounts = [args.discount] + [d for d in (0.99, 0.95, 0.9) if d != args.discount]
-    args.out = Path(args.out) if args.out else Path(args.rule).parent / "y_analysis"
+    args.out = output_dir(args, Path(args.rule).parent / "y_analysis", RESULTS_DIR)
     return args
 
 
+def resolved_settings(args) -> dict:
+    """The settings after derivation, with the rule's bytes: a finished analysis with these is not redone."""
+    names = [f.name for f in dataclasses.fields(AnalysisSettings)]
+    return json.loads(json.dumps({**{name: getattr(args, name) for name in names},
+                                  "rule_sha256": hashlib.sha256(Path(args.rule).read_bytes()).hexdigest()[:16]}))
+
+
+@entry_point
 def main(argv=None):
     args = parse_args(argv)
+    done = args.out / "y_analysis.json"
+    if done.exists() and not args.no_resume:
+        saved = json.loads(done.read_text())
+        if saved.get("settings") == resolved_settings(args):
+            print(table(saved) + "\n\n" + agreement_table(saved))
+            log(f"already done with these settings: {done} (pass --no-resume to redo it)")
+            return
+        fail(f"{done} holds an analysis with other settings "
+             f"({'; '.join(config_differences(saved.get('settings'), resolved_settings(args))[:3])}): pick another "
+             f"--run-dir, or pass --no-resume to redo it there")
     results, per_seed = analyse(args)
+    results["settings"] = resolved_settings(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "y_analysis.json").write_text(json.dumps(results, indent=1) + "\n")
     text = table(results) + "\n\n" + agreement_table(results)

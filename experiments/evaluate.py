@@ -4,6 +4,7 @@ an untrained rule, as normalised scores with bootstrap intervals.
     python -m experiments.evaluate --rule runs/meta_quick/rule.msgpack
     python -m experiments.evaluate --rule runs/seed0/rule.msgpack runs/seed1/rule.msgpack runs/seed2/rule.msgpack
     python -m experiments.evaluate --rule RUN/rule.msgpack --envs generated_heldout chain_long Breakout-MinAtar
+    python -m experiments.evaluate --rule RUN/rule.msgpack --preset quick     # a first look in a few minutes
 
 Suite (default --envs, `lpg.evaluate.HELDOUT_SUITE`): generated_heldout (generator levels whose
 descriptors no training source and no named grid uses), chain_heldout (delayed chains of 31-50
@@ -30,8 +31,12 @@ per meta-seed and pooled; chains also report the levels solved (score >= 0.9) by
 learner the lifetimes whose agent parameters or returns ended non-finite. See lpg/evaluate.py.
 
 Writes OUT/results.json (all numbers), OUT/summary.md (the tables), OUT/suite.png (scores of every
-learner on the suite), learning curves OUT/curves.png and OUT/curves_<env>.png. OUT defaults to
-the first rule's RUN_DIR/eval, except under results/ (committed results), where --out is required.
+learner on the suite), learning curves OUT/curves.png and OUT/curves_<env>.png. OUT is --out, else --run-dir, else the
+first rule's RUN_DIR/eval; never under the committed results/ unless --out says so. OUT/progress.json
+keeps every finished environment: a rerun with the same settings resumes after them (a finished
+evaluation only rebuilds its tables); --no-resume starts over. Settings: --preset heldout (default)
+or quick (2 levels x 2 seeds of the grid and chain environments), --set key=value or the flag of
+the same name (--help lists them).
 
 Run time of the default suite (8 levels x 3 seeds, 4 environments) on the 2-core CPU: three rules
 of the `cpu` preset (100 updates x 32 envs x 20 steps) took 6.3 minutes, measured
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -52,10 +58,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.cli import check_rule_and_envs
+from experiments.cli import add_settings_args, check_rule_and_envs, entry_point, fail, output_dir, settings_from_args
 from experiments.presets import A2C_PRESETS
 from lpg import evaluate as ev_lib
 from lpg.a2c import A2CConfig
+from lpg.config import validate
+from lpg.runs import config_differences
 from lpg.update_rule import init_rule, load_rule
 
 DEFAULT_LIFETIME = {"lifetime_updates": 250, "num_envs": 32, "rollout_len": 20}
@@ -136,54 +144,81 @@ def a2c_learning_rates(lpg: ev_lib.LearningRates, args) -> tuple[ev_lib.Learning
     return ev_lib.LearningRates(**rates), notes
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What an evaluation runs (`--preset`, `--set key=value` or the flag of the same name).
+
+    Fields left None are derived from the first rule's meta-training config (RUN_DIR/config.json).
+    """
+
+    envs: tuple[str, ...] = ev_lib.HELDOUT_SUITE
+    levels: int = 8
+    seeds: int = 3
+    updates: int | None = None
+    num_envs: int | None = None
+    rollout_len: int | None = None
+    discount: float | None = None
+    alpha_y: float | None = None
+    lpg_lrs: tuple[float, ...] | None = None
+    a2c_lrs: tuple[float, ...] | None = None
+    lpg_lrs_network: tuple[float, ...] | None = None
+    a2c_lrs_network: tuple[float, ...] | None = None
+    hidden: int | None = None
+    curve_points: int = 20
+    bootstrap: int = 2000
+    seed: int = 0
+    untrained_seed: int = 12345
+
+    def __post_init__(self):
+        validate(self, [
+            (len(self.envs) >= 1, "envs must name at least one environment"),
+            (all(getattr(self, name) is None or getattr(self, name) >= 1 for name in (
+                "levels", "seeds", "updates", "num_envs", "rollout_len", "curve_points", "bootstrap", "hidden")),
+             "levels, seeds, updates, num_envs, rollout_len, curve_points, bootstrap and hidden must be >= 1"),
+        ])
+
+
+EVAL_PRESETS = {
+    "heldout": EvalSettings(),  # the held-out suite, 8 levels x 3 seeds (results/lpg/eval)
+    "quick": EvalSettings(envs=("generated_heldout", "chain_heldout"), levels=2, seeds=2, bootstrap=500),
+}
+EVAL_HELP = {
+    "envs": "environments: level sources, named grids, chains, gymnax names",
+    "levels": "levels per environment (single-level environments: groups of lifetimes)",
+    "seeds": "lifetimes per level",
+    "updates": f"agent updates per lifetime (derived: the rule's lifetime_updates, else {DEFAULT_LIFETIME['lifetime_updates']})",
+    "num_envs": f"environments per agent (derived: meta-training's, else {DEFAULT_LIFETIME['num_envs']})",
+    "rollout_len": f"steps per rollout (derived: meta-training's, else {DEFAULT_LIFETIME['rollout_len']})",
+    "discount": "LPG discount γ, also the γ of exact planning (derived: middle of the rule's choices, else 0.995)",
+    "alpha_y": "LPG α_y (derived: middle of the rule's meta-training choices, else 0.5)",
+    "lpg_lrs": "LPG's candidate rates for table agents (SGD) (derived: the rule's hypers.learning_rates, else "
+               + " ".join(f"{r:g}" for r in ev_lib.LPG_LEARNING_RATES.tabular) + ")",
+    "a2c_lrs": "A2C's candidate rates for table agents (derived: " + " ".join(f"{r:g}" for r in ev_lib.A2C_LEARNING_RATES.tabular)
+               + ", spread to LPG's set size)",
+    "lpg_lrs_network": "LPG's candidate rates for network agents (Adam) (derived: the rule's "
+                       "hypers.network_learning_rates, else " + " ".join(f"{r:g}" for r in ev_lib.LPG_LEARNING_RATES.network) + ")",
+    "a2c_lrs_network": "A2C's candidate rates for network agents (derived: "
+                       + " ".join(f"{r:g}" for r in ev_lib.A2C_LEARNING_RATES.network) + ", spread to LPG's set size)",
+    "hidden": "hidden width of network agents (derived: the rule's agent_hidden, else 64)",
+    "curve_points": "points per learning curve",
+    "bootstrap": "bootstrap resamples per interval",
+    "untrained_seed": "PRNG seed of the untrained rule",
+}
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rule", nargs="+", required=True, metavar="RULE",
                         help="rules written by meta-training (RUN_DIR/rule.msgpack), one per meta-seed")
-    parser.add_argument("--envs", nargs="+", default=list(ev_lib.HELDOUT_SUITE),
-                        help="environments: level sources, named grids, chains, gymnax names "
-                             f"(default, the held-out suite: {' '.join(ev_lib.HELDOUT_SUITE)})")
-    parser.add_argument("--levels", type=int, default=8,
-                        help="levels per environment (single-level environments: groups of lifetimes)")
-    parser.add_argument("--seeds", type=int, default=3, help="lifetimes per level")
-    parser.add_argument("--updates", type=int, default=None,
-                        help="agent updates per lifetime (default: the rule's meta-training lifetime_updates, "
-                             f"else {DEFAULT_LIFETIME['lifetime_updates']})")
-    parser.add_argument("--num-envs", type=int, default=None,
-                        help=f"environments per agent (default: meta-training's, else {DEFAULT_LIFETIME['num_envs']})")
-    parser.add_argument("--rollout-len", type=int, default=None,
-                        help=f"steps per rollout (default: meta-training's, else {DEFAULT_LIFETIME['rollout_len']})")
-    parser.add_argument("--discount", type=float, default=None,
-                        help="LPG discount γ, also the γ of exact planning (default: middle of the rule's "
-                             "meta-training choices, else 0.995)")
-    parser.add_argument("--alpha-y", type=float, default=None,
-                        help="LPG α_y (default: middle of the rule's meta-training choices, else 0.5)")
-    for flag, learner, kind, source in (
-            ("--lpg-lrs", "LPG", "table agents (SGD on the mean loss)", "the rule's hypers.learning_rates, else "),
-            ("--a2c-lrs", "A2C", "table agents (SGD)", ""),
-            ("--lpg-lrs-network", "LPG", "network agents (Adam)", "the rule's hypers.network_learning_rates, else "),
-            ("--a2c-lrs-network", "A2C", "network agents (Adam)", "")):
-        rates = getattr(ev_lib.LPG_LEARNING_RATES if learner == "LPG" else ev_lib.A2C_LEARNING_RATES,
-                        "network" if flag.endswith("network") else "tabular")
-        parser.add_argument(flag, type=float, nargs="+", default=None, metavar="LR",
-                            help=f"{learner}'s candidate learning rates for {kind} (default: {source}"
-                                 f"{' '.join(f'{r:g}' for r in rates)}); every learner's set has the same size")
-    parser.add_argument("--hidden", type=int, default=None,
-                        help="hidden width of network agents (default: the rule's meta-training agent_hidden, else 64)")
-    parser.add_argument("--curve-points", type=int, default=20, help="points per learning curve")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples per interval")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--untrained-seed", type=int, default=12345, help="PRNG seed of the untrained rule")
-    parser.add_argument("--out", default=None, help="output folder (default: the first rule's RUN_DIR/eval)")
+    add_settings_args(parser, EVAL_PRESETS, "heldout", EVAL_HELP,
+                      run_dir_help="output folder (default: the first rule's RUN_DIR/eval); a rerun with the same "
+                                   "settings resumes after the environments already done")
     args = parser.parse_args(argv)
+    settings_from_args(args, EVAL_PRESETS)
     args.argv = list(sys.argv[1:] if argv is None else argv)
 
     for i, rule in enumerate(args.rule):
-        check_rule_and_envs(parser, rule, args.envs if i == 0 else [])
-    for flag in ("levels", "seeds", "updates", "num_envs", "rollout_len", "curve_points", "bootstrap", "hidden"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+        check_rule_and_envs(rule, args.envs if i == 0 else [])
     args.rule = [Path(r) for r in args.rule]
     config = run_config(args.rule[0])
     for flag, key in (("updates", "lifetime_updates"), ("num_envs", "num_envs"), ("rollout_len", "rollout_len")):
@@ -205,13 +240,8 @@ def parse_args(argv=None):
             except ValueError as e:
                 raise ValueError(f"--rule {rule}: {e} (set them with --lpg-lrs / --a2c-lrs and the -network flags)")
     except ValueError as e:
-        parser.error(str(e))
-    if args.out is None:
-        if args.rule[0].resolve().parent.is_relative_to(RESULTS_DIR):
-            parser.error(f"--rule {args.rule[0]} lies under {RESULTS_DIR}, which holds committed results: "
-                         "pass --out to write there (or anywhere else)")
-        args.out = args.rule[0].parent / "eval"
-    args.out = Path(args.out)
+        fail(str(e))
+    args.out = output_dir(args, args.rule[0].parent / "eval", RESULTS_DIR)
     return args
 
 
@@ -262,9 +292,14 @@ def evaluate(args) -> dict:
         "solved_threshold": ev_lib.SOLVED, "envs": {},
     }
     start = time.time()
+    done = resumed_envs(args, results)
     key = jax.random.PRNGKey(args.seed)
     for i, name in enumerate(args.envs):
         key, k_levels, k_env = jax.random.split(key, 3)
+        if name in done:
+            results["envs"][name] = done[name]
+            log(f"[{i + 1}/{len(args.envs)}] {name}: done in an earlier run ({args.out / PROGRESS})")
+            continue
         ev = ev_lib.eval_env(name, args.levels, k_levels)
         s = settings_for(ev, args)
         log(f"[{i + 1}/{len(args.envs)}] {name}: {ev.num_levels} {'group' if ev.single_level else 'level'}(s) x "
@@ -276,6 +311,7 @@ def evaluate(args) -> dict:
             result["learners"][group], result["score_ratio_to_A2C"][group] = ev_lib.pooled_scores(
                 result, members, args.bootstrap)
         results["envs"][name] = result
+        save_progress(args, results)
         log("    normalised scores: " + ", ".join(
             f"{label} {fmt(r.get('score_mean'))}" for label, r in result["learners"].items()))
     groups = {label: [label] for label in labels}
@@ -284,6 +320,39 @@ def evaluate(args) -> dict:
     results["suite_scores"] = ev_lib.aggregate(results["envs"], groups, args.bootstrap)
     results["seconds"] = time.time() - start
     return results
+
+
+# ------------------------------------------------------------------------------ resume
+PROGRESS = "progress.json"  # environments finished so far, with what they were run with
+
+
+def fingerprint(args, results: dict) -> dict:
+    """Everything the numbers depend on: the resolved settings and the rules' bytes."""
+    rules = {label: hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] for label, path in results["rules"].items()}
+    keys = ("rule_configs", "untrained_rule", "lifetime", "lpg", "a2c_learning_rates")
+    return json.loads(json.dumps({"rules": rules, "levels": args.levels, "seed": args.seed,
+                                  "bootstrap": args.bootstrap, **{k: results[k] for k in keys}}))
+
+
+def resumed_envs(args, results: dict) -> dict:
+    """Results of environments an earlier run with the same fingerprint finished (none with --no-resume)."""
+    path = args.out / PROGRESS
+    if args.no_resume or not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    differences = config_differences(saved.get("fingerprint"), fingerprint(args, results))
+    if differences:
+        fail(f"{args.out} holds an evaluation run with other settings ({'; '.join(differences[:3])}): rerun with "
+             f"the same settings to resume it, pick another --run-dir, or pass --no-resume to start over there")
+    return {name: r for name, r in saved["envs"].items() if name in args.envs}
+
+
+def save_progress(args, results: dict) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / PROGRESS
+    path.with_suffix(".tmp").write_text(json.dumps({"fingerprint": fingerprint(args, results),
+                                                    "envs": results["envs"]}) + "\n")
+    path.with_suffix(".tmp").replace(path)
 
 
 # ------------------------------------------------------------------------------ tables
@@ -541,12 +610,13 @@ def write_outputs(results: dict, out: Path) -> str:
     return text
 
 
+@entry_point
 def main(argv=None):
     args = parse_args(argv)
     try:
         results = evaluate(args)
     except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}") from None
+        fail(str(e))
     text = write_outputs(results, args.out)
     print(text)
     log(f"wrote {args.out / 'results.json'}, {args.out / 'summary.md'}, {args.out / 'suite.png'} and learning curves")

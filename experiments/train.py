@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 import envs
-from experiments.cli import add_common_args, apply_overrides, pick_preset
+from envs.check import check_user_env
+from experiments.cli import add_common_args, apply_overrides, entry_point, fail, pick_preset
 from experiments.presets import A2C_PRESETS
 from lpg.a2c import A2CConfig, make_a2c
 from lpg.learner import learning_curve, make_train
@@ -43,6 +44,7 @@ def train_a2c(config: TrainConfig, run_dir: str | None, resume: bool = True, qui
               tensorboard: bool = False):
     """Trains A2C; returns (per-update returns, episode counts) as numpy arrays."""
     env, env_params = envs.make(config.env)
+    check_user_env(env, env_params)  # a registered user environment: checked before compiling
     train = make_train(env, env_params, make_a2c(env, env_params, config.a2c), config.a2c.num_envs,
                        config.a2c.rollout_len)
     chunk = min(config.updates_per_chunk, config.updates)
@@ -94,9 +96,10 @@ def plot_curve(returns, episodes, path: Path, title: str, steps_per_update: int)
     plt.close(fig)
 
 
+@entry_point
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, A2C_PRESETS, default="quick")
+    add_common_args(parser, A2C_PRESETS, default="quick", config_of=lambda preset: preset[1])
     parser.add_argument("--env", default=None, help="environment name (envs.names() or any gymnax name)")
     parser.add_argument("--updates", type=int, default=None, help="agent updates (each num_envs x rollout_len steps)")
     parser.add_argument("--seed", type=int, default=0)
@@ -107,10 +110,10 @@ def main(argv=None):
                              updates=args.updates or updates, seed=args.seed)
         envs.make(config.env)
     except ValueError as e:
-        parser.error(str(e))
+        fail(str(e))
     run_dir = Path(args.run_dir or f"runs/a2c_{config.env}")
     print(f"A2C on {config.env}: {config.updates} updates x {config.a2c.num_envs * config.a2c.rollout_len} steps "
-          f"-> {run_dir}", file=sys.stderr)
+          f"-> {run_dir} (the first chunk includes compiling: 10-60 s on a 2-core CPU)", file=sys.stderr)
     returns, episodes = train_a2c(config, str(run_dir), resume=not args.no_resume, tensorboard=args.tensorboard)
     plot_curve(returns, episodes, run_dir / "curve.png", f"A2C on {config.env}",
                config.a2c.num_envs * config.a2c.rollout_len)

@@ -44,7 +44,7 @@ class A2CConfig:
     def __post_init__(self):
         validate(self, [
             *actor_critic_checks(self),
-            (self.entropy_cost >= 0 and self.value_cost >= 0, "costs must be >= 0"),
+            (self.entropy_cost >= 0 and self.value_cost >= 0, "entropy_cost and value_cost must be >= 0"),
             (self.agent in agents.AGENT_KINDS, f"agent must be one of {agents.AGENT_KINDS}"),
         ])
 

@@ -52,6 +52,7 @@ import numpy as np
 import scipy.stats
 
 from envs import registry
+from envs.check import check_user_env
 from envs.chain import CHAIN_KINDS, DelayedChain
 from envs.sources import GENERATED, generated_family, level_sampler, source_names
 from lpg.a2c import A2CConfig, make_a2c
@@ -103,7 +104,9 @@ def make_lifetimes(env, make_learner: Callable[[Any], Learner], config: Lifetime
 
 
 def run_lifetimes(env, env_params, learner: Learner, config: LifetimeConfig, key) -> dict[str, np.ndarray]:
-    """Trains `config.num_seeds` fresh agents on one level (vmapped); metrics shaped [seeds, updates]."""
+    """Trains `config.num_seeds` fresh agents on one level (vmapped); metrics shaped [seeds, updates].
+    A user's environment is checked first (`envs.check.check_user_env`)."""
+    check_user_env(env, env_params)
     lifetimes = make_lifetimes(env, lambda _: learner, config)
     levels = jax.tree.map(lambda x: jnp.asarray(x)[None], env_params)
     metrics = jax.device_get(lifetimes(levels, (), key))
@@ -265,6 +268,7 @@ def eval_env(name: str, num_levels: int, key) -> EvalEnv:
         one = None if sampled else sample(key)
     else:
         env, one = registry.make(name)
+        check_user_env(env, one)  # an environment registered by a user: checked before compiling
     if one is None:
         levels = jax.vmap(sample)(jax.random.split(key, num_levels))
     else:

@@ -64,6 +64,12 @@ class LPGAgent(NamedTuple):
         """SGD on a y table: take the implicit step (plain SGD on y diverges at the paper's rates)."""
         return agents.is_tabular(self.network) and self.optimizer_name == "sgd"
 
+    @property
+    def subtracts_pi_hat_mean(self) -> bool:
+        """Whether the policy is pushed by π̂ less its batch mean (RuleConfig.pi_hat_baseline)."""
+        baseline = self.rule.config.pi_hat_baseline
+        return baseline == "batch_mean" or (baseline == "adam_batch_mean" and self.optimizer_name == "adam")
+
     def init(self, key: chex.PRNGKey, learning_rate: chex.Array) -> AgentState:
         params = self.network.init(key, self.obs0)
         # An array (never a Python/numpy scalar, which inject_hyperparams would treat as static).
@@ -99,7 +105,7 @@ class LPGAgent(NamedTuple):
         kind = self.rule.config.y_loss
         # The policy is pushed by π̂ less its batch mean (RuleConfig.pi_hat_baseline); the rule's own
         # output is what is returned (and what the meta-objective's L2 term sees).
-        pi_hat_used = pi_hat - jnp.mean(pi_hat) if self.rule.config.pi_hat_baseline == "batch_mean" else pi_hat
+        pi_hat_used = pi_hat - jnp.mean(pi_hat) if self.subtracts_pi_hat_mean else pi_hat
 
         def surrogate(params):
             # π̂ and ŷ were computed from the outer `state.params`: constants for this gradient.

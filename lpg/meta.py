@@ -67,9 +67,9 @@ class HyperChoices:
 
     def __post_init__(self):
         validate(self, [
-            (all(len(getattr(self, f.name)) >= 1 for f in dataclasses.fields(self)), "every choice set must be non-empty"),
+            (all(len(getattr(self, f.name)) >= 1 for f in dataclasses.fields(self)), "discounts, learning_rates, network_learning_rates, alpha_ys and entropy_costs must be non-empty"),
             (all(0.0 <= g <= 1.0 for g in self.discounts), "discounts must be in [0, 1]"),
-            (min(self.learning_rates + self.network_learning_rates) > 0, "learning rates must be > 0"),
+            (min(self.learning_rates + self.network_learning_rates) > 0, "learning_rates and network_learning_rates must be > 0"),
             (min(self.alpha_ys) >= 0 and min(self.entropy_costs) >= 0, "alpha_ys and entropy_costs must be >= 0"),
         ])
 
@@ -128,11 +128,11 @@ class MetaConfig:
             (self.agent in AGENT_KINDS, f"agent must be one of {AGENT_KINDS}"),
             (self.meta_optimizer in ("adam", "sgd"), "meta_optimizer must be 'adam' or 'sgd'"),
             (self.agent_optimizer in ("auto", "adam", "sgd"), "agent_optimizer must be 'auto', 'adam' or 'sgd'"),
-            (min(self.meta_lr, self.critic_lr, self.critic_table_lr) > 0, "learning rates must be > 0"),
+            (min(self.meta_lr, self.critic_lr, self.critic_table_lr) > 0, "meta_lr, critic_lr and critic_table_lr must be > 0"),
             (self.meta_max_grad_norm > 0, "meta_max_grad_norm must be > 0"),
-            (min(self.beta1, self.beta2, self.beta3) >= 0, "beta1..beta3 must be >= 0"),
+            (min(self.beta1, self.beta2, self.beta3) >= 0, "beta1, beta2 and beta3 must be >= 0"),
             (0.0 <= self.critic_lambda <= 1.0, "critic_lambda must be in [0, 1]"),
-            (self.num_meta_steps >= 1 and self.steps_per_chunk >= 1, "num_meta_steps, steps_per_chunk >= 1"),
+            (self.num_meta_steps >= 1 and self.steps_per_chunk >= 1, "num_meta_steps and steps_per_chunk must be >= 1"),
             (self.num_meta_steps % self.steps_per_chunk == 0, "num_meta_steps must be a multiple of steps_per_chunk"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         ]

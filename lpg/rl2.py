@@ -10,11 +10,19 @@ start (stored per step in `policy_out["carry"]`), resetting it wherever `first` 
 so windows need not be aligned with trials. The end of a trial is the end of the
 meta-RL problem (nothing follows it), so it never bootstraps there, even when the
 environment reports the end as a time-limit truncation.
+
+`train(env, env_params, agent_config, train_config, run_dir)` trains on any gymnax task
+distribution (one episode = one trial) as a host loop over jitted chunks, with an optional
+run directory (`lpg.runs`: config, metrics, checkpoints, resume); `load_params` restores the
+agent from one. Evaluation and the belief analysis are in `lpg.rl2_analysis`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import chex
@@ -22,14 +30,17 @@ import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import rlax
 from flax import struct
 
+from envs.check import check_user_env
+from lpg import runs
 from lpg.a2c import actor_critic_checks, lambda_returns, make_optimizer
-from lpg.learner import Learner
-from lpg.rollout import Timestep, Trajectory
 from lpg.config import validate
+from lpg.learner import Learner, TrainState, learning_curve, make_train
+from lpg.rollout import Timestep, Trajectory
 
 CELLS = ("gru", "lstm")
 
@@ -238,3 +249,93 @@ def make_rl2(env, env_params, config: RL2Config = RL2Config()) -> Learner:
 
     return Learner(init=init, policy_fn=policy_fn, policy_params=lambda s: s.params, update=update,
                    init_carry=init_carry)
+
+
+# --------------------------------------------------------------------------------------
+# Training: a host loop over jitted chunks, with an optional run directory
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    num_updates: int = 3000
+    updates_per_chunk: int = 250  # one jitted chunk between progress lines / metrics rows
+    checkpoint_every: int = 2  # chunks
+    seed: int = 0
+
+    def __post_init__(self):
+        validate(self, [(min(self.num_updates, self.updates_per_chunk, self.checkpoint_every) >= 1,
+                         "num_updates, updates_per_chunk and checkpoint_every must be >= 1")])
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_updates // self.updates_per_chunk)
+
+
+def _trainer(env, env_params, agent: RL2Config):
+    return make_train(env, env_params, make_rl2(env, env_params, agent), agent.num_envs, agent.rollout_len)
+
+
+def train(env, env_params, agent: RL2Config, config: TrainConfig = TrainConfig(),
+          run_dir: str | os.PathLike | None = None, *, resume: bool = True, run_config: Any = None,
+          tensorboard: bool = False, quiet: bool = False) -> TrainState:
+    """Trains RL² on the task distribution `env` (one gymnax episode = one trial) and returns
+    the final `TrainState` (the agent's params: `state.learner.params`).
+
+    With `run_dir`, metrics, checkpoints and `run_config` (what identifies the run; default
+    `(agent, config)`) go there, and a rerun resumes from the last checkpoint.
+    """
+    check_user_env(env, env_params)  # a user's task distribution: checked before compiling
+    trainer = _trainer(env, env_params, agent)
+    chunk, total = config.updates_per_chunk, config.num_updates
+    run_updates = jax.jit(trainer.run, static_argnums=1)
+
+    def run_chunk(state):  # the last chunk may be shorter (a second compile)
+        return run_updates(state, min(chunk, total - int(state.step)))
+
+    state = trainer.init(jax.random.PRNGKey(config.seed))
+    run = None
+    if run_dir is not None:
+        run = runs.RunDir(run_dir, (agent, config) if run_config is None else run_config, resume=resume,
+                          tensorboard=tensorboard)
+    start = 0
+    restored = run.restore(state) if run is not None and resume else None
+    if restored is not None:
+        state, start = restored
+        if not quiet:
+            print(f"resuming {run.path} from chunk {start}/{config.num_chunks}", file=sys.stderr)
+
+    def records(chunk_index, metrics):
+        row = {k: float(np.mean(v)) for k, v in metrics.items()}
+        row["episode_return"] = float(learning_curve(
+            metrics["episode_return"][None], metrics["episodes"][None], len(metrics["episodes"]))[0, 0])
+        row["step"] = chunk_index + 1
+        row["updates"] = min((chunk_index + 1) * chunk, total)
+        row["env_steps"] = row["updates"] * trainer.steps_per_update
+        return [row]
+
+    def describe(row):
+        return (f"update {row['updates']}: trial return {row['episode_return']:.3f}, "
+                f"entropy {row['entropy']:.3f}, value loss {row['value_loss']:.3f}")
+
+    state = runs.host_loop(run, state, run_chunk, config.num_chunks, records, describe,
+                           checkpoint_every=config.checkpoint_every, start_chunk=start, quiet=quiet)
+    if run is not None:
+        run.close()
+    return state
+
+
+def load_params(env, env_params, agent: RL2Config, config: TrainConfig, run_dir: str | os.PathLike,
+                run_config: Any = None) -> tuple[Any, int]:
+    """(agent params, updates done) of the latest checkpoint `train` wrote in `run_dir` with the
+    same configs; FileNotFoundError if there is none."""
+    if not (Path(run_dir) / "checkpoints").is_dir():
+        raise FileNotFoundError(f"no checkpoint in {run_dir}: train first")
+    trainer = _trainer(env, env_params, agent)
+    run = runs.RunDir(run_dir, (agent, config) if run_config is None else run_config, resume=True)
+    restored = run.restore(trainer.init(jax.random.PRNGKey(config.seed)))
+    run.close()
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir}: train first")
+    state, chunks = restored
+    return state.learner.params, min(chunks * config.updates_per_chunk, config.num_updates)

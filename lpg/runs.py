@@ -13,7 +13,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +39,32 @@ def _to_python(x: Any) -> Any:
         v = x.item()
         return None if isinstance(v, float) and not math.isfinite(v) else v
     return x.tolist()
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (another config, an unreadable checkpoint)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped a host loop; its message says what was saved and how to resume."""
+
+
+def config_differences(saved: Any, requested: Any, prefix: str = "") -> list[str]:
+    """`key: saved there, requested here` for every dotted key where two config dicts differ."""
+    if isinstance(saved, dict) and isinstance(requested, dict):
+        found = []
+        for key in [*saved, *(k for k in requested if k not in saved)]:
+            name = f"{prefix}{key}"
+            if key not in requested:
+                found.append(f"{name}: {saved[key]!r} there, not in this version's config")
+            elif key not in saved:
+                found.append(f"{name}: not in the saved config, {requested[key]!r} here")
+            else:
+                found.extend(config_differences(saved[key], requested[key], f"{name}."))
+        return found
+    if saved != requested:
+        return [f"{prefix.rstrip('.')}: {saved!r} there, {requested!r} here"]
+    return []
 
 
 class RunDir:
@@ -63,11 +91,18 @@ class RunDir:
         resolved = config_to_dict(config)
         if config_path.exists() and resume:
             saved = json.loads(config_path.read_text())
-            if saved != json.loads(json.dumps(resolved)):
-                raise ValueError(
-                    f"{self.path} holds a run with a different config; resume it with the same "
-                    f"config, pick another --run-dir, or pass --no-resume to start over.\n"
-                    f"saved:   {saved}\nrequested: {resolved}"
+            requested = json.loads(json.dumps(resolved))
+            differences = config_differences(saved, requested)
+            shared = set(saved) & set(requested) if isinstance(saved, dict) else set()
+            if differences and len(shared) < len(requested) / 2:
+                raise RunDirError(f"{self.path} holds another kind of run (its config has "
+                                  f"{', '.join(list(saved)[:5]) if isinstance(saved, dict) else saved}): "
+                                  f"pick another --run-dir, or pass --no-resume to start over there")
+            if differences:
+                shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+                raise RunDirError(
+                    f"{self.path} holds a run with another config ({shown}): rerun with the same settings to "
+                    f"resume it, pick another --run-dir, or pass --no-resume to start over there"
                 )
         if not resume and self.is_main:
             self.metrics_path.unlink(missing_ok=True)
@@ -82,6 +117,11 @@ class RunDir:
     def latest_step(self) -> int | None:
         return self.checkpoints.latest_step()
 
+    def finished(self, num_chunks: int) -> bool:
+        """Whether the run's last checkpoint is its last chunk (nothing left to do)."""
+        step = self.latest_step()
+        return step is not None and step >= num_chunks
+
     def restore(self, template: Any) -> tuple[Any, int] | None:
         """Restores the latest checkpoint into `template`'s structure; drops later metrics."""
         step = self.checkpoints.latest_step()
@@ -91,10 +131,10 @@ class RunDir:
         try:
             state = self.checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(
+            raise RunDirError(
                 f"the checkpoint in {self.path / 'checkpoints'} (step {step}) does not match the state this "
                 f"code builds (was it written by another version?); pass --no-resume to start over or "
-                f"pick another --run-dir. Cause: {str(e)[:300]}"
+                f"pick another --run-dir. Cause: {' '.join(str(e).split())[:300]}"
             ) from e
         if self.is_main and self.metrics_path.exists():
             kept = [
@@ -131,6 +171,32 @@ class RunDir:
         self.checkpoints.close()
 
 
+class _StopOnSignal:
+    """SIGINT/SIGTERM during a host loop: let the running chunk finish, then stop (a second one stops at once)."""
+
+    def __init__(self, quiet: bool):
+        self.received, self.quiet, self.previous = None, quiet, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        if not self.quiet:
+            print(f"{self.received}: finishing the current chunk, then checkpointing (send it again to stop at once)",
+                  file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
 def host_loop(
     run: RunDir | None,
     state: Any,
@@ -141,32 +207,51 @@ def host_loop(
     checkpoint_every: int = 1,
     start_chunk: int = 0,
     quiet: bool = False,
+    on_save: Callable[[], None] | None = None,
 ) -> Any:
     """Runs chunks `start_chunk..num_chunks-1` of a job, logging and checkpointing between them.
 
     `run_chunk(state) -> (state, metrics)` is jitted by the caller. `records(chunk, metrics)`
     turns a chunk's metrics into JSONL rows (each with a "step"); `describe(last_row)` is the
-    one-line progress message. Checkpoints are indexed by completed chunks, and every row
-    records the chunk it came from, so a resume can drop rows written after the checkpoint.
+    one-line progress message; `on_save()` runs after every checkpoint (e.g. a progress plot).
+    Checkpoints are indexed by completed chunks, and every row records the chunk it came from,
+    so a resume can drop rows written after the checkpoint. SIGINT or SIGTERM lets the running
+    chunk finish, checkpoints it and raises `Interrupted` (a KeyboardInterrupt) saying how to resume.
     """
-    t0, steps_done = time.time(), 0
-    for chunk in range(start_chunk, num_chunks):
-        state, metrics = run_chunk(state)
-        metrics = jax.device_get(metrics)
-        rows = [{**row, "chunk": chunk + 1} for row in records(chunk, metrics)]
-        steps_done += 1
-        if run is not None:
-            run.log(rows)
-            if (chunk + 1) % checkpoint_every == 0 or chunk + 1 == num_chunks:
-                run.save(chunk + 1, state)
+    if start_chunk >= num_chunks:
         if not quiet:
-            elapsed = time.time() - t0
-            eta = elapsed / steps_done * (num_chunks - chunk - 1)
-            print(
-                f"[{chunk + 1}/{num_chunks}] {describe(rows[-1])} | {elapsed:.0f}s elapsed, ~{eta:.0f}s left",
-                file=sys.stderr,
-                flush=True,
-            )
+            where = f" in {run.path}" if run is not None else ""
+            print(f"already finished{where} ({num_chunks}/{num_chunks} chunks); pass --no-resume to start over",
+                  file=sys.stderr, flush=True)
+        return state
+    t0, steps_done = time.time(), 0
+    with _StopOnSignal(quiet) as stop:
+        for chunk in range(start_chunk, num_chunks):
+            state, metrics = run_chunk(state)
+            metrics = jax.device_get(metrics)
+            rows = [{**row, "chunk": chunk + 1} for row in records(chunk, metrics)]
+            steps_done += 1
+            last = chunk + 1 == num_chunks
+            if run is not None:
+                run.log(rows)
+                if (chunk + 1) % checkpoint_every == 0 or last or stop.received:
+                    run.save(chunk + 1, state)
+                    if on_save is not None:
+                        on_save()
+            if not quiet:
+                elapsed = time.time() - t0
+                eta = elapsed / steps_done * (num_chunks - chunk - 1)
+                print(
+                    f"[{chunk + 1}/{num_chunks}] {describe(rows[-1])} | {elapsed:.0f}s elapsed, ~{eta:.0f}s left",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if stop.received and not last:
+                if run is None:
+                    raise Interrupted(f"{stop.received} after chunk {chunk + 1}/{num_chunks} (no run directory: nothing saved)")
+                run.checkpoints.wait_until_finished()
+                raise Interrupted(f"{stop.received} after chunk {chunk + 1}/{num_chunks}: checkpoint saved in "
+                                  f"{run.path}; run the same command again to resume")
     if run is not None:
         run.checkpoints.wait_until_finished()
     return state

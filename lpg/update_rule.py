@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import serialization
 
 Y_LOSSES = ("mse", "kl")
-PI_HAT_BASELINES = ("batch_mean", "none")
+PI_HAT_BASELINES = ("batch_mean", "adam_batch_mean", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,7 @@ class RuleConfig:
     # How the agent update uses π̂ (lpg.inner.LPGAgent.update): "batch_mean" subtracts the mean π̂ of
     # the update's batch, a baseline (it leaves the expected policy gradient unchanged and removes
     # a constant push on every sampled action, which under Adam only inflates the second moment);
+    # "adam_batch_mean" subtracts it for agents trained by Adam only (SGD tables take π̂ as emitted);
     # "none" is the paper's (and every rule saved before this field existed).
     pi_hat_baseline: str = "batch_mean"
 

@@ -4,8 +4,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
-from gymnax.environments import environment, spaces
 
 import envs
 from envs import planning
@@ -77,46 +75,3 @@ def test_a2c_learns_a_delayed_chain():
     assert planning.optimal_episode_return(env, params, 0.99) == 1.0
     assert abs(_random_return(env, params)) < 1e-6
     assert final.min() > 0.9, final
-
-
-@struct.dataclass
-class CorridorState(environment.EnvState):
-    pos: jnp.ndarray
-    time: jnp.ndarray
-
-
-class Corridor(environment.Environment):
-    """A user-written environment: walk right along 10 cells to the +1 at the end."""
-
-    @property
-    def default_params(self):
-        return environment.EnvParams(max_steps_in_episode=30)
-
-    def step_env(self, key, state, action, params):
-        pos = jnp.clip(state.pos + jnp.where(action == 1, 1, -1), 0, 9)
-        state = CorridorState(pos=pos, time=state.time + 1)
-        obs = jax.nn.one_hot(pos, 10)
-        return obs, state, (pos == 9).astype(jnp.float32), pos == 9, {}
-
-    def reset_env(self, key, params):
-        return jax.nn.one_hot(0, 10), CorridorState(pos=jnp.int32(0), time=jnp.int32(0))
-
-    def action_space(self, params=None):
-        return spaces.Discrete(2)
-
-    def observation_space(self, params=None):
-        return spaces.Box(0.0, 1.0, (10,))
-
-
-def test_a_custom_environment_trains_through_the_public_api():
-    env = Corridor()
-    params = env.default_params
-    config = A2CConfig(optimizer="adam", learning_rate=1e-2, num_envs=16, rollout_len=10)
-    lc = evaluate.LifetimeConfig(num_updates=150, num_envs=16, rollout_len=10, num_seeds=2)
-    metrics = evaluate.run_lifetimes(env, params, make_a2c(env, params, config), lc, jax.random.PRNGKey(0))
-    curves = evaluate.summarise(metrics, lc)["curves"]
-    assert curves.shape[0] == 2 and curves.shape[1] >= lc.curve_points
-    # Every finished episode pays exactly 1, so learning shows as speed: episodes per update go up,
-    # to at least 80% of the optimum (one episode per 9 steps per environment).
-    early, late = metrics["episodes"][:, :15].mean(), metrics["episodes"][:, -15:].mean()
-    assert late > 2.0 * early and late > 0.8 * 16 * 10 / 9, (early, late)

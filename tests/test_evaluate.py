@@ -193,6 +193,19 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| LPG (pooled) |" in text and "levels solved" in text
 
+    # A rerun with the same settings resumes: nothing is recomputed and the numbers are the same.
+    evaluate_cmd.main(["--rule", *rules, "--envs", "chain_heldout", "--seeds", "2", "--levels", "3",
+                       "--curve-points", "3", "--bootstrap", "200"])
+    assert "chain_heldout: done in an earlier run" in capsys.readouterr().err
+    again = json.loads((out / "results.json").read_text())
+    assert again["envs"] == results["envs"] and again["suite_scores"] == results["suite_scores"]
+    # Other settings in the same folder are refused with the differing key named, as one line.
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_cmd.main(["--rule", *rules, "--envs", "chain_heldout", "--seeds", "2", "--set", "levels=2",
+                           "--curve-points", "3", "--bootstrap", "200"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the notes on learning rates
+    assert exit_info.value.code == 2 and "levels: 3 there, 2 here" in err and "--no-resume" in err
+
 
 @pytest.mark.slow
 def test_evaluate_command_on_a_network_agent(tiny_rule, tmp_path):
@@ -217,7 +230,7 @@ def test_commands_reject_a_missing_rule_and_an_unknown_env(tiny_rule, tmp_path, 
 
 
 @pytest.mark.slow
-def test_analyse_y_command_end_to_end(tiny_rule, tmp_path):
+def test_analyse_y_command_end_to_end(tiny_rule, tmp_path, capsys):
     out = tmp_path / "y"
     analyse_y.main(["--rule", str(tiny_rule), "--env", "tabular_small", "--updates", "20", "--seeds", "2",
                     "--num-envs", "8", "--rollout-len", "10", "--min-visits", "1", "--out", str(out)])
@@ -226,3 +239,11 @@ def test_analyse_y_command_end_to_end(tiny_rule, tmp_path):
     for r in results["r2"].values():
         assert np.asarray(r["r2_per_seed"]).shape == (2, 4)
     assert (out / "y_fits.png").exists() and (out / "y_r2.png").exists()
+    # The same settings again: shown, not redone; other settings there: refused, naming the key.
+    argv = ["--rule", str(tiny_rule), "--env", "tabular_small", "--updates", "20", "--seeds", "2",
+            "--num-envs", "8", "--rollout-len", "10", "--min-visits", "1", "--out", str(out)]
+    analyse_y.main(argv)
+    assert "already done with these settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        analyse_y.main(argv + ["--set", "pairs=2"])
+    assert exit_info.value.code == 2 and "pairs: 3 there, 2 here" in capsys.readouterr().err

@@ -183,11 +183,14 @@ def test_y_table_takes_the_implicit_step_and_stays_in_the_targets_range():
     assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0 + 1e-6 and y.max() > 0.05
 
 
-@pytest.mark.parametrize("baseline", ["batch_mean", "none"])
-def test_pi_hat_baseline_makes_the_update_blind_to_a_constant_push(baseline):
+@pytest.mark.parametrize("baseline,optimizer,blind", [
+    ("batch_mean", "adam", True), ("none", "adam", False), ("adam_batch_mean", "adam", True),
+    ("adam_batch_mean", "sgd", False), ("batch_mean", "sgd", True)])
+def test_pi_hat_baseline_makes_the_update_blind_to_a_constant_push(baseline, optimizer, blind):
     """Shifting every π̂ by a constant (the π̂ head's bias) must not change the agent's update when
     the batch mean is subtracted, and does change it without (a constant times Σ ∇log π(a) of the
-    sampled actions, zero only in expectation). MLP agent with Adam on Catch, as in evaluation."""
+    sampled actions, zero only in expectation). MLP agent on Catch, as in evaluation;
+    "adam_batch_mean" subtracts the mean for Adam agents only."""
     from gymnax import make as gymnax_make
 
     from lpg import rollout as engine
@@ -195,7 +198,7 @@ def test_pi_hat_baseline_makes_the_update_blind_to_a_constant_push(baseline):
 
     env, params = gymnax_make("Catch-bsuite")
     config = RuleConfig(hidden=16, y_size=4, pi_hat_baseline=baseline)
-    agent = make_lpg_agent(env, params, config, optimizer="adam")
+    agent = make_lpg_agent(env, params, config, optimizer=optimizer)
     rule = init_rule(config, jax.random.PRNGKey(0))
     shifted = jax.tree_util.tree_map_with_path(
         lambda path, x: x + 2.0 if "pi_hat" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path)
@@ -207,7 +210,7 @@ def test_pi_hat_baseline_makes_the_update_blind_to_a_constant_push(baseline):
     (new, (pi_hat, _)), (new_shifted, (pi_hat_shifted, _)) = (agent.update(r, state, traj, hypers) for r in (rule, shifted))
     np.testing.assert_allclose(pi_hat_shifted, pi_hat + 2.0, rtol=1e-5, atol=1e-5)  # the rule's own output moved
     gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(new_shifted.params)))
-    if baseline == "batch_mean":
+    if blind:
         assert gap < 1e-6
     else:
         assert gap > 1e-4
@@ -328,8 +331,17 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch)
     jax.tree.map(np.testing.assert_array_equal, full.rule_params, resumed.rule_params)
     rows = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 7))
+    assert (tmp_path / "resumed" / "progress.png").stat().st_size > 1000  # redrawn at every checkpoint
     saved_params, _ = load_rule(tmp_path / "resumed" / "rule.msgpack")
     jax.tree.map(np.testing.assert_allclose, saved_params, jax.device_get(resumed.rule_params))
+
+    # Run again once finished: the final state comes back from the checkpoint, nothing is compiled.
+    def no_compile(*args, **kwargs):
+        raise AssertionError("a finished run compiled its chunk")
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", no_compile)
+    again, _ = meta_train(config, str(tmp_path / "resumed"), quiet=True)
+    jax.tree.map(np.testing.assert_array_equal, full.rule_params, again.rule_params)
 
 
 def test_sharded_over_8_virtual_devices_equals_unsharded(tmp_path):

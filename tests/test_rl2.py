@@ -92,23 +92,32 @@ def test_features_round_trip_and_config_errors():
         rl2.RL2Config(gae_lambda=1.5)
 
 
-def test_experiment_config_errors():
+def test_experiment_config_errors_are_usage_errors(tmp_path, capsys):
     from experiments import rl2 as experiment
 
     with pytest.raises(ValueError, match="name"):
         experiment.EnvConfig(name="cartpole")
     with pytest.raises(ValueError, match="eval_seed"):
-        experiment.Experiment(train=experiment.TrainConfig(seed=7), analysis=experiment.AnalysisConfig(eval_seed=7))
+        experiment.Experiment(train=rl2.TrainConfig(seed=7), analysis=experiment.AnalysisConfig(eval_seed=7))
+    # on the command line: one error line and exit code 2, before anything is trained or written
+    for args, says in ((["--set", "env.trial_len=101"], "trial_len"), (["--set", "train.seed=10000"], "eval_seed"),
+                       (["--set", "agent.cell=rnn"], "cell"), (["--mode", "evaluate"], "no checkpoint")):
+        with pytest.raises(SystemExit) as exit_info:
+            experiment.main(args + ["--run-dir", str(tmp_path / "run")])
+        assert exit_info.value.code == 2
+        assert says in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
-def test_command_trains_resumes_and_analyses(tmp_path):
+def test_command_trains_resumes_and_analyses(tmp_path, monkeypatch):
     import json
 
     from experiments import rl2 as experiment
 
-    run, out = tmp_path / "run", tmp_path / "out"
-    args = ["--preset", "quick", "--run-dir", str(run), "--out", str(out),
+    monkeypatch.chdir(tmp_path)
+    run, out = tmp_path / "runs" / "rl2_quick", tmp_path / "out"
+    args = ["--preset", "quick",
             "--set", "train.updates_per_chunk=20", "--set", "train.num_updates=40",
             "--set", "analysis.num_trials=200", "--set", "analysis.probe_trials=100",
             "--set", "analysis.mlp_steps=50", "--set", "analysis.num_pairs=500"]
@@ -116,10 +125,11 @@ def test_command_trains_resumes_and_analyses(tmp_path):
     def chunks_logged():
         return [json.loads(line)["chunk"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
-    experiment.main(args)
-    for name in ("summary.md", "probe_r2.png", "hidden_pca.png", "regret.png"):
-        assert (out / name).stat().st_size > 0, name
-    analysed = json.loads((out / "summary.json").read_text())
+    experiment.main(args)  # the run and its analysis go to runs/rl2_<preset>, nothing elsewhere
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    for name in ("summary.md", "probe_r2.png", "hidden_pca.png", "regret.png", "checkpoints", "metrics.jsonl"):
+        assert (run / name).exists(), name
+    analysed = json.loads((run / "summary.json").read_text())
     assert analysed["trained_updates"] == 40 and chunks_logged() == [1, 2]
     # the evaluation is wired to the exact baseline: its Q-values pick its own actions, and its
     # return on the held-out tasks matches the DP value 12.431 (T = 20)
@@ -130,6 +140,7 @@ def test_command_trains_resumes_and_analyses(tmp_path):
 
     experiment.main(args + ["--mode", "train"])  # resumes at the last checkpoint: nothing left to do
     assert chunks_logged() == [1, 2]
-    experiment.main(args + ["--mode", "evaluate"])  # restores the checkpoint: the same agent, tasks, returns
-    evaluated = json.loads((run / "summary.json").read_text())
+    experiment.main(args + ["--mode", "evaluate", "--out", str(out)])  # the same agent, tasks, returns
+    evaluated = json.loads((out / "summary.json").read_text())
     assert evaluated["policies"]["agent"] == analysed["policies"]["agent"]
+    assert "decoding" not in evaluated and not (out / "probe_r2.png").exists()
