@@ -21,7 +21,6 @@ analysis with the same settings is shown again, not redone (--no-resume redoes i
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -34,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.planning import tabular_mdp
-from experiments.cli import add_settings_args, check_rule_and_envs, entry_point, fail, output_dir, settings_from_args
+from experiments.cli import (Parser, add_settings_args, check_rule_and_envs, entry_point, fail, output_dir,
+                             settings_from_args)
 from experiments.evaluate import RESULTS_DIR, format_cell, middle_choice, training_hypers
 from lpg import evaluate as ev_lib
 from lpg import y_analysis
@@ -325,7 +325,7 @@ ANALYSIS_HELP = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(__doc__)
     parser.add_argument("--rule", required=True, help="a rule written by meta-training (RUN_DIR/rule.msgpack)")
     add_settings_args(parser, ANALYSIS_PRESETS, "default", ANALYSIS_HELP,
                       run_dir_help="output folder (default: RUN_DIR/y_analysis of the rule); a finished analysis "

@@ -29,6 +29,16 @@ def fail(message: str, code: int = EXIT_USAGE, label: str = "error") -> typing.N
     raise SystemExit(code)
 
 
+class Parser(argparse.ArgumentParser):
+    """An entry point's parser: the docstring as description, and usage errors as one line."""
+
+    def __init__(self, doc: str | None, **kwargs):
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        fail(f"{message} (see --help)")
+
+
 def entry_point(main: Callable) -> Callable:
     """Wraps an entry point's `main`: a run-directory refusal, an environment that fails its check,
     or SIGINT/SIGTERM end as one line (exit 2, or 130 when interrupted), never a traceback."""

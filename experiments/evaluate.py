@@ -46,7 +46,6 @@ further rule, scaled from shorter runs made while a meta-training run held one c
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -58,7 +57,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.cli import add_settings_args, check_rule_and_envs, entry_point, fail, output_dir, settings_from_args
+from experiments.cli import (Parser, add_settings_args, check_rule_and_envs, entry_point, fail, output_dir,
+                             settings_from_args)
 from experiments.presets import A2C_PRESETS
 from lpg import evaluate as ev_lib
 from lpg.a2c import A2CConfig
@@ -207,7 +207,7 @@ EVAL_HELP = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(__doc__)
     parser.add_argument("--rule", nargs="+", required=True, metavar="RULE",
                         help="rules written by meta-training (RUN_DIR/rule.msgpack), one per meta-seed")
     add_settings_args(parser, EVAL_PRESETS, "heldout", EVAL_HELP,

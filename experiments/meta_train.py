@@ -11,7 +11,6 @@ Several hosts: start the same command on each with --distributed (see README).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.cli import add_common_args, apply_overrides, entry_point, fail, pick_preset
+from experiments.cli import Parser, add_common_args, apply_overrides, entry_point, fail, pick_preset
 from experiments.presets import META_PRESETS
 from lpg import sharding
 from lpg.meta import MetaConfig, make_meta_trainer, sources_for
@@ -165,7 +164,7 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
 
 @entry_point
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(__doc__)
     add_common_args(parser, META_PRESETS, default="quick")
     parser.add_argument("--devices", type=int, default=None, help="number of local devices to shard over (default all)")
     parser.add_argument("--distributed", action="store_true",

@@ -14,13 +14,12 @@ belief analysis on held-out tasks from `analysis.eval_seed`, never the training 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from experiments.cli import add_common_args, apply_overrides, entry_point, pick_preset
+from experiments.cli import Parser, add_common_args, apply_overrides, entry_point, pick_preset
 from lpg import rl2, runs
 from lpg.config import validate
 from lpg.rl2_analysis import (AnalysisConfig, TaskSuite, analyse, beta_bandit_suite, evaluate, hidden_goal_suite,
@@ -121,7 +120,7 @@ def report_header(summary: dict, preset: str, command: str) -> list[str]:
 
 @entry_point
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(__doc__)
     add_common_args(parser, PRESETS, default="quick")
     parser.add_argument("--mode", default="all", choices=("all", "train", "evaluate", "analyse"),
                         help="all = train (or resume), then analyse")

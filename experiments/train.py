@@ -10,7 +10,6 @@ checkpoints (a killed run resumes where it stopped).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 import envs
 from envs.check import check_user_env
-from experiments.cli import add_common_args, apply_overrides, entry_point, fail, pick_preset
+from experiments.cli import Parser, add_common_args, apply_overrides, entry_point, fail, pick_preset
 from experiments.presets import A2C_PRESETS
 from lpg.a2c import A2CConfig, make_a2c
 from lpg.learner import learning_curve, make_train
@@ -98,7 +97,7 @@ def plot_curve(returns, episodes, path: Path, title: str, steps_per_update: int)
 
 @entry_point
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(__doc__)
     add_common_args(parser, A2C_PRESETS, default="quick", config_of=lambda preset: preset[1])
     parser.add_argument("--env", default=None, help="environment name (envs.names() or any gymnax name)")
     parser.add_argument("--updates", type=int, default=None, help="agent updates (each num_envs x rollout_len steps)")

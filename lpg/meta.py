@@ -67,7 +67,8 @@ class HyperChoices:
 
     def __post_init__(self):
         validate(self, [
-            (all(len(getattr(self, f.name)) >= 1 for f in dataclasses.fields(self)), "discounts, learning_rates, network_learning_rates, alpha_ys and entropy_costs must be non-empty"),
+            (all(len(getattr(self, f.name)) >= 1 for f in dataclasses.fields(self)),
+             "discounts, learning_rates, network_learning_rates, alpha_ys and entropy_costs must be non-empty"),
             (all(0.0 <= g <= 1.0 for g in self.discounts), "discounts must be in [0, 1]"),
             (min(self.learning_rates + self.network_learning_rates) > 0, "learning_rates and network_learning_rates must be > 0"),
             (min(self.alpha_ys) >= 0 and min(self.entropy_costs) >= 0, "alpha_ys and entropy_costs must be >= 0"),
