@@ -2,6 +2,7 @@
 
     python -m experiments.meta_train --preset quick            # minutes on a 2-core CPU
     python -m experiments.meta_train --preset paper --run-dir runs/paper   # accelerator scale
+    python -m experiments.meta_train --preset paper --dry-run   # memory, flops and time of a meta-step first
 
 Progress is printed per chunk; metrics go to RUN_DIR/metrics.jsonl, checkpoints to
 RUN_DIR/checkpoints (resumed automatically; Ctrl-C checkpoints and stops), a progress plot
@@ -11,16 +12,18 @@ Several hosts: start the same command on each with --distributed (see README).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
 from experiments.cli import Parser, add_common_args, apply_overrides, entry_point, fail, pick_preset
 from experiments.presets import META_PRESETS
-from lpg import sharding
+from lpg import budget, sharding
 from lpg.meta import MetaConfig, make_meta_trainer, sources_for
 from lpg.runs import RunDir, host_loop
 from lpg.update_rule import save_rule
@@ -89,16 +92,83 @@ def plot_progress(rows: list[dict], config: MetaConfig, path: Path) -> None:
     plt.close(fig)
 
 
-def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, devices: int | None = None,
-               quiet: bool = False, tensorboard: bool = False):
-    """Runs (or resumes) meta-training; returns (final MetaState, trainer)."""
+# What to change when the compiled meta-step does not fit a device (lpg.budget.check_fits).
+MEMORY_HINT = ("raise lifetime_microbatches (e.g. --set lifetime_microbatches=4; the same update, in sequential "
+               "parts), --set remat=true, or spread lifetimes over more devices; lowering lifetimes_per_env or "
+               "num_envs also helps but changes the experiment")
+
+
+class Built(NamedTuple):
+    trainer: Any
+    template: Any  # the MetaState as ShapeDtypeStructs with their shardings
+    init: Callable  # jitted: key -> MetaState
+    run_chunk: Callable  # jitted: MetaState -> (MetaState, metrics of steps_per_chunk meta-steps)
+
+
+def build(config: MetaConfig, devices: int | None = None) -> Built:
+    """The meta-trainer for the devices present, with its state's shardings (lifetimes split)."""
     mesh = sharding.lifetime_mesh(devices)
     sharding.check_divisible(config.lifetimes_per_env, mesh)
     trainer = make_meta_trainer(config, sources_for(config.envs))
     abstract = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed))
     shardings = sharding.meta_state_shardings(abstract, mesh)
+    template = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     init = jax.jit(trainer.init, out_shardings=shardings)
     run_chunk = jax.jit(trainer.run, in_shardings=(shardings,), out_shardings=(shardings, None), donate_argnums=0)
+    return Built(trainer, template, init, run_chunk)
+
+
+def dry_run(config: MetaConfig, devices: int | None = None, time_step: bool = True) -> dict:
+    """Sizes a run before it starts, writing nothing: compiles one meta-step for the devices
+    present, reports its memory per device against the device's capacity and XLA's flop count,
+    and (if it fits and `time_step`) runs one meta-step to measure its seconds and project the run."""
+    one = dataclasses.replace(config, steps_per_chunk=1, num_meta_steps=1, checkpoint_every=1)
+    built = build(one, devices)
+    t0 = time.time()
+    compiled = built.run_chunk.lower(built.template).compile()
+    report = {**budget.compiled_footprint(compiled), "compile_s": time.time() - t0,
+              "capacity_bytes": budget.device_capacity(jax.devices()[0]), "devices": jax.device_count(),
+              "platform": jax.devices()[0].platform, "env_steps_per_meta_step": config.env_steps_per_meta_step}
+    try:
+        budget.check_fits(report, report["capacity_bytes"], MEMORY_HINT)
+        report["fits"] = True
+    except ValueError as e:
+        report["fits"], report["why_not"] = False, str(e)
+    if report["fits"] and time_step:
+        state = built.init(jax.random.PRNGKey(config.seed))
+        t0 = time.time()
+        jax.block_until_ready(compiled(state))
+        report["s_per_meta_step"] = time.time() - t0
+        report["projected_s"] = report["s_per_meta_step"] * config.num_meta_steps
+    return report
+
+
+def describe_dry_run(report: dict) -> str:
+    capacity = report["capacity_bytes"]
+    lines = [
+        f"one meta-step ({report['env_steps_per_meta_step']:,} env steps) on {report['devices']} "
+        f"{report['platform']} device(s), compiled in {report['compile_s']:.0f}s:",
+        f"  memory per device: {report['bytes'] / budget.GB:.2f} GB (arguments {report['argument_bytes'] / budget.GB:.2f}, "
+        f"outputs {report['output_bytes'] / budget.GB:.2f}, temporaries {report['temp_bytes'] / budget.GB:.2f}) of "
+        + (f"{capacity / budget.GB:.1f} GB" if capacity else "an unknown capacity"),
+        f"  XLA flops: {report['flops']:.3g} (each loop body counted once: a lower bound)",
+    ]
+    if "s_per_meta_step" in report:
+        lines.append(f"  measured: {report['s_per_meta_step']:.2f} s per meta-step "
+                     f"({report['env_steps_per_meta_step'] / report['s_per_meta_step']:,.0f} env steps/s); "
+                     f"the whole run: about {report['projected_s'] / 3600:.2f} h")
+    if not report["fits"]:
+        lines.append(f"  does not fit: {report['why_not']}")
+    return "\n".join(lines)
+
+
+def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, devices: int | None = None,
+               quiet: bool = False, tensorboard: bool = False):
+    """Runs (or resumes) meta-training; returns (final MetaState, trainer).
+
+    Refuses (ValueError, naming the settings to change) when the compiled chunk cannot fit a device.
+    """
+    trainer, template, init, run_chunk = build(config, devices)
 
     is_main = jax.process_index() == 0
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if is_main and not quiet else (lambda text: None)
@@ -106,7 +176,6 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
     run = RunDir(run_dir, config, resume=resume, tensorboard=tensorboard and is_main) if run_dir else None
     if run is not None and resume and run.finished(num_chunks):
         # Nothing left to do: restore the final state into its abstract shape, compile nothing.
-        template = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
         state, _ = run.restore(template)
         say(f"already finished: {run.path} holds all {config.num_meta_steps} meta-steps; the rule is "
             f"{run.path / 'rule.msgpack'} (pass --no-resume to start over)")
@@ -126,8 +195,11 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
     say(f"compiling a chunk of {config.steps_per_chunk} meta-steps (1-3 minutes on a 2-core CPU for the "
         f"small presets; XLA may warn about a slow compile meanwhile, which is harmless)...")
     run_chunk = run_chunk.lower(state).compile()
-    say(f"compiled in {time.time() - t0:.0f}s; meta-training: {num_chunks - start} chunk(s) of "
-        f"{config.steps_per_chunk} meta-steps, {config.env_steps_per_meta_step:,} env steps each")
+    footprint = budget.compiled_footprint(run_chunk)
+    budget.check_fits(footprint, budget.device_capacity(jax.devices()[0]), MEMORY_HINT)
+    say(f"compiled in {time.time() - t0:.0f}s ({footprint['bytes'] / budget.GB:.2f} GB per device); meta-training: "
+        f"{num_chunks - start} chunk(s) of {config.steps_per_chunk} meta-steps, "
+        f"{config.env_steps_per_meta_step:,} env steps each")
     rates: list[float] = []
     clock = [time.time()]
 
@@ -169,6 +241,9 @@ def main(argv=None):
     parser.add_argument("--devices", type=int, default=None, help="number of local devices to shard over (default all)")
     parser.add_argument("--distributed", action="store_true",
                         help="join jax.distributed (multi-host); set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="compile one meta-step, print its memory per device, XLA flops and measured seconds "
+                             "(projected to the whole run), write nothing, and exit (2 if it cannot fit)")
     args = parser.parse_args(argv)
     if args.distributed:
         sharding.initialize_distributed()
@@ -177,6 +252,13 @@ def main(argv=None):
         sources_for(config.envs)  # unknown names fail here, before anything is compiled
     except ValueError as e:
         fail(str(e))
+    if args.dry_run:
+        print(f"dry run of preset {args.preset!r}: compiling one meta-step...", file=sys.stderr, flush=True)
+        report = dry_run(config, args.devices)
+        print(describe_dry_run(report))
+        if not report["fits"]:
+            raise SystemExit(2)
+        return
     run_dir = args.run_dir or f"runs/meta_{args.preset}"
     print(f"meta-training preset {args.preset!r} on {jax.device_count()} {jax.devices()[0].platform} device(s) "
           f"-> {run_dir}", file=sys.stderr)

@@ -1,0 +1,51 @@
+"""Sizing a run before it starts: XLA's memory analysis against known buffers, the refusal of a
+program that cannot fit (naming the settings to change), and `meta_train --dry-run`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from experiments import meta_train
+from experiments.presets import META_PRESETS
+from lpg import budget
+
+
+def test_footprint_counts_arguments_outputs_and_temporaries_of_a_known_program():
+    x = jax.ShapeDtypeStruct((1000, 1000), jnp.float32)  # 4 MB
+    compiled = jax.jit(lambda a: (a @ a) + 1.0).lower(x).compile()
+    f = budget.compiled_footprint(compiled)
+    assert f["argument_bytes"] == 4_000_000 and f["output_bytes"] == 4_000_000
+    assert f["bytes"] >= 8_000_000 and f["flops"] >= 2 * 1000**3  # one 1000^3 matmul: 2e9 flops
+    donated = budget.compiled_footprint(jax.jit(lambda a: a + 1.0, donate_argnums=0).lower(x).compile())
+    assert donated["bytes"] < f["bytes"]  # the output reuses the donated argument's buffer
+
+
+def test_a_program_that_cannot_fit_is_refused_with_what_to_change():
+    with pytest.raises(ValueError, match="needs 2.0 GB per device.*1.0 GB the device holds: use more devices"):
+        budget.check_fits({"bytes": 2e9}, 1e9, "use more devices")
+    budget.check_fits({"bytes": 2e9}, None, "unknown capacity: nothing to check")
+    assert budget.device_capacity(jax.devices()[0]) > 1e9  # a CPU: the host's RAM
+
+
+def test_meta_training_refuses_to_start_when_its_chunk_cannot_fit(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "device_capacity", lambda device: 1e5)  # a 100 kB device
+    config = dataclasses.replace(META_PRESETS["tiny"], num_meta_steps=2)
+    with pytest.raises(ValueError, match="lifetime_microbatches"):
+        meta_train.meta_train(config, str(tmp_path / "run"), quiet=True)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing ran
+
+
+def test_dry_run_reports_memory_and_a_measured_step_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    meta_train.main(["--preset", "tiny", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "memory per device" in out and "s per meta-step" in out and "env steps/s" in out
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setattr(budget, "device_capacity", lambda device: 1e5)
+    with pytest.raises(SystemExit) as exit_info:
+        meta_train.main(["--preset", "tiny", "--dry-run"])
+    assert exit_info.value.code == 2 and "does not fit" in capsys.readouterr().out
