@@ -18,6 +18,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+if __name__ == "__main__" and "--distributed" in sys.argv[1:]:
+    # Join jax.distributed before anything touches the XLA backend (importing gymnax, via
+    # experiments.cli, creates arrays).
+    from lpg import sharding as _sharding
+
+    _sharding.initialize_distributed()
+
 import jax
 import numpy as np
 
@@ -127,7 +134,7 @@ def dry_run(config: MetaConfig, devices: int | None = None, time_step: bool = Tr
     t0 = time.time()
     compiled = built.run_chunk.lower(built.template).compile()
     report = {**budget.compiled_footprint(compiled), "compile_s": time.time() - t0,
-              "capacity_bytes": budget.device_capacity(jax.devices()[0]), "devices": jax.device_count(),
+              "capacity_bytes": budget.device_capacity(jax.local_devices()[0]), "devices": jax.device_count(),
               "platform": jax.devices()[0].platform, "env_steps_per_meta_step": config.env_steps_per_meta_step}
     try:
         budget.check_fits(report, report["capacity_bytes"], MEMORY_HINT)
@@ -136,6 +143,7 @@ def dry_run(config: MetaConfig, devices: int | None = None, time_step: bool = Tr
         report["fits"], report["why_not"] = False, str(e)
     if report["fits"] and time_step:
         state = built.init(jax.random.PRNGKey(config.seed))
+        sharding.sync_processes("dry_run compiled")
         t0 = time.time()
         jax.block_until_ready(compiled(state))
         report["s_per_meta_step"] = time.time() - t0
@@ -196,7 +204,8 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
         f"small presets; XLA may warn about a slow compile meanwhile, which is harmless)...")
     run_chunk = run_chunk.lower(state).compile()
     footprint = budget.compiled_footprint(run_chunk)
-    budget.check_fits(footprint, budget.device_capacity(jax.devices()[0]), MEMORY_HINT)
+    budget.check_fits(footprint, budget.device_capacity(jax.local_devices()[0]), MEMORY_HINT)
+    sharding.sync_processes("meta_train compiled")  # several processes start the chunk together
     say(f"compiled in {time.time() - t0:.0f}s ({footprint['bytes'] / budget.GB:.2f} GB per device); meta-training: "
         f"{num_chunks - start} chunk(s) of {config.steps_per_chunk} meta-steps, "
         f"{config.env_steps_per_meta_step:,} env steps each")

@@ -26,6 +26,8 @@ def initialize_distributed() -> None:
     JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID (or are auto-detected
     on managed clusters such as SLURM, TPU pods and Kubernetes).
     """
+    if jax.distributed.is_initialized():  # already joined (e.g. early, before anything touched the backend)
+        return
     kwargs = {}
     if "JAX_COORDINATOR_ADDRESS" in os.environ:
         kwargs = dict(
@@ -34,6 +36,21 @@ def initialize_distributed() -> None:
             process_id=int(os.environ["JAX_PROCESS_ID"]),
         )
     jax.distributed.initialize(**kwargs)
+
+
+def sync_processes(name: str, timeout_s: float = 3600.0) -> None:
+    """Waits until every process has reached this point (a no-op with one process).
+
+    Call it between compiling and running: on CPU, processes meet in a cross-process collective
+    (gloo) with a fixed 30 s timeout, so a process that finishes compiling (or reads the compile
+    cache) much earlier than another fails with "Gloo context initialization failed:
+    DEADLINE_EXCEEDED". This barrier is the coordination service's, with `timeout_s`.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # its client's barrier is what jax's and orbax's own checkpointing use
+
+    distributed.global_state.client.wait_at_barrier(f"lpg:{name}", timeout_in_ms=int(timeout_s * 1000))
 
 
 def lifetime_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
