@@ -14,6 +14,9 @@ a lifetime that went non-finite is left out and reset, never vetoing the others.
 Lifetimes are a vmap per training source (sources with different environment classes
 are separate vmaps sharing one rule); the lifetime axis is sharded over devices with
 `jax.sharding`, so the mean meta-gradient is reduced across devices by the compiler.
+Memory is traded for time, never for a different update, by taking each source's lifetimes
+in sequential micro-batches and by recomputing the K updates' activations in the backward
+pass (`MetaConfig.lifetime_microbatches`, `MetaConfig.remat`).
 """
 
 from __future__ import annotations
@@ -113,6 +116,17 @@ class MetaConfig:
     # a source with large returns (grids) cannot drown one with small ones (chains); Adam then
     # sets the step size, as it does for a single source.
     balance_sources: bool = True
+    # Memory: each source's lifetimes go through the meta-gradient in this many sequential
+    # micro-batches (a scan), their sums accumulated; the update is the same as one batch, and the
+    # activations held for the backward pass are those of lifetimes_per_env / lifetime_microbatches
+    # lifetimes. With lifetimes sharded over D devices, make lifetimes_per_env a multiple of
+    # D x lifetime_microbatches, so every device keeps working on its own lifetimes in every
+    # micro-batch (any divisor of
+    # lifetimes_per_env gives the same update, but others make the compiler move lifetimes).
+    lifetime_microbatches: int = 1
+    # Memory: recompute each inner update's rule and agent update in the backward pass
+    # (jax.checkpoint) instead of holding their activations for all K updates. Same result.
+    remat: bool = False
     entropy_reset: float = 1e-3  # a lifetime whose mean policy entropy falls below this is reset
     num_meta_steps: int = 1000
     steps_per_chunk: int = 10  # meta-steps per jitted chunk (progress/logging granularity)
@@ -123,6 +137,8 @@ class MetaConfig:
         checks = [
             (len(self.envs) >= 1, "envs must name at least one training environment"),
             (self.lifetimes_per_env >= 1, "lifetimes_per_env must be >= 1"),
+            (self.lifetime_microbatches >= 1 and self.lifetimes_per_env % self.lifetime_microbatches == 0,
+             "lifetime_microbatches must be >= 1 and divide lifetimes_per_env"),
             (self.num_envs >= 1 and self.rollout_len >= 1, "num_envs and rollout_len must be >= 1"),
             (self.inner_updates >= 1, "inner_updates (K) must be >= 1"),
             (self.lifetime_updates >= self.inner_updates, "lifetime_updates must be >= inner_updates"),
@@ -249,6 +265,16 @@ def lifetime_window(group: Group, config: MetaConfig, rule_params, lifetime: Lif
     h = lifetime.hypers
     critic0 = jax.lax.stop_gradient(lifetime.critic)
 
+    def rule_update(rule_params, agent_state, traj):
+        agent_state, (pi_hat, y_hat) = agent.update(rule_params, agent_state, traj, h)
+        reg = config.beta2 * jnp.mean(pi_hat**2) + config.beta3 * jnp.mean(jnp.sum(y_hat**2, -1))
+        return agent_state, reg, jnp.mean(jnp.abs(pi_hat))
+
+    if config.remat:
+        # Only the update depends on η: the rollout and the critic hold no activations for the
+        # backward pass, so they stay outside and are not re-run (no environment step twice).
+        rule_update = jax.checkpoint(rule_update, prevent_cse=False)  # prevent_cse is not needed inside a scan
+
     def inner(carry, key):
         agent_state, critic, rollout_state = carry
         rollout_state, traj = engine.rollout(
@@ -256,9 +282,8 @@ def lifetime_window(group: Group, config: MetaConfig, rule_params, lifetime: Lif
             rollout_state, key, config.rollout_len,
         )
         critic, _ = train_critic(group, config, critic, traj, h.discount)
-        agent_state, (pi_hat, y_hat) = agent.update(rule_params, agent_state, traj, h)
-        reg = config.beta2 * jnp.mean(pi_hat**2) + config.beta3 * jnp.mean(jnp.sum(y_hat**2, -1))
-        return (agent_state, critic, rollout_state), (reg, jnp.mean(jnp.abs(pi_hat)))
+        agent_state, reg, pi_hat_abs = rule_update(rule_params, agent_state, traj)
+        return (agent_state, critic, rollout_state), (reg, pi_hat_abs)
 
     key, k_inner, k_meta = jax.random.split(lifetime.key, 3)
     agent0 = jax.lax.stop_gradient(lifetime.agent)
@@ -304,14 +329,31 @@ def group_meta_gradient(group: Group, config: MetaConfig, rule_params, batch: Li
     A lifetime is non-finite when its loss, its meta-gradient or its agent/critic state after
     the window holds a NaN or an inf; it is left out of the mean (never vetoing the others)
     and reset by `renew_lifetimes`. Returns (loss, grad, batch', metrics [n], finite [n]).
+
+    The n lifetimes go through in `config.lifetime_microbatches` = m sequential micro-batches
+    (a scan) that accumulate the finite lifetimes' summed losses and gradients and their count;
+    the mean is taken once at the end, so it is the same for every m. Micro-batch j holds
+    lifetimes j, j + m, j + 2m, ...: [n] -> [n/m, m] -> scan over the second axis, so the
+    leading (device-sharded) axis stays leading and each device works on its own lifetimes.
     """
     window = jax.value_and_grad(lambda p, lt: lifetime_window(group, config, p, lt), has_aux=True)
-    (losses, (batch, metrics)), grads = jax.vmap(window, in_axes=(None, 0))(rule_params, batch)
-    finite = jax.vmap(lambda l, g, lt: jnp.isfinite(l) & _all_finite(g) & _all_finite((lt.agent.params, lt.critic.params)))(
-        losses, grads, batch)
-    weight = finite / jnp.maximum(finite.sum(), 1)
-    mean = lambda x: jnp.tensordot(weight, jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0.0), 1)
-    return mean(losses), jax.tree.map(mean, grads), batch, metrics, finite
+
+    def microbatch(sums, lifetimes):
+        (losses, (lifetimes, metrics)), grads = jax.vmap(window, in_axes=(None, 0))(rule_params, lifetimes)
+        finite = jax.vmap(lambda l, g, lt: jnp.isfinite(l) & _all_finite(g)
+                          & _all_finite((lt.agent.params, lt.critic.params)))(losses, grads, lifetimes)
+        finite_sum = lambda x: jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0.0).sum(0)
+        sums = jax.tree.map(jnp.add, sums, (finite_sum(losses), jax.tree.map(finite_sum, grads), finite.sum()))
+        return sums, (lifetimes, metrics, finite)
+
+    m = config.lifetime_microbatches
+    split = lambda x: jnp.swapaxes(x.reshape((-1, m) + x.shape[1:]), 0, 1)  # [n] -> [m, n/m]
+    merge = lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])  # [m, n/m] -> [n]
+    zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, rule_params), jnp.zeros((), jnp.int32))
+    (loss_sum, grad_sum, count), per_lifetime = jax.lax.scan(microbatch, zeros, jax.tree.map(split, batch))
+    batch, metrics, finite = jax.tree.map(merge, per_lifetime)
+    count = jnp.maximum(count, 1)
+    return loss_sum / count, jax.tree.map(lambda g: g / count, grad_sum), batch, metrics, finite
 
 
 def renew_lifetimes(group: Group, config: MetaConfig, lifetimes: Lifetime, metrics: dict, finite, key):

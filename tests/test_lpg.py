@@ -365,6 +365,40 @@ def test_sharded_over_8_virtual_devices_equals_unsharded(tmp_path):
     assert "SHARDED-OK" in out.stdout, out.stderr[-3000:]
 
 
+@pytest.mark.slow  # a subprocess with 8 virtual devices: minutes on 2 busy cores
+def test_micro_batches_sharded_over_8_virtual_devices_equal_one_unsharded_batch():
+    """Micro-batch j holds lifetimes j, j + m, ...: every device works on its own lifetimes in
+    every micro-batch, so the compiled step moves no lifetime between devices (a micro-batch of
+    contiguous lifetimes would all-gather them); only the meta-gradient sums are all-reduced."""
+    script = textwrap.dedent(
+        """
+        import dataclasses, re, jax, numpy as np
+        from experiments.meta_train import meta_train
+        from experiments.presets import META_PRESETS
+        from lpg import sharding
+        from lpg.meta import make_meta_trainer, sources_for
+        assert jax.device_count() == 8, jax.devices()
+        config = dataclasses.replace(META_PRESETS["tiny"], lifetimes_per_env=16, num_meta_steps=2)
+        split = dataclasses.replace(config, lifetime_microbatches=2)
+        one, _ = meta_train(config, None, quiet=True, devices=1)
+        eight, _ = meta_train(split, None, quiet=True, devices=8)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                     jax.device_get(one.rule_params), jax.device_get(eight.rule_params))
+        trainer = make_meta_trainer(split, sources_for(split.envs))
+        abstract = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
+        shardings = sharding.meta_state_shardings(abstract, sharding.lifetime_mesh(8))
+        hlo = jax.jit(trainer.run, in_shardings=(shardings,), out_shardings=(shardings, None)).lower(
+            abstract).compile().as_text()
+        moves = re.findall(r"\\b(all-gather|all-to-all|collective-permute|reduce-scatter)(?:-start)?\\(", hlo)
+        assert not moves and "all-reduce" in hlo, moves
+        print("MICROBATCHES-SHARDED-OK")
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert "MICROBATCHES-SHARDED-OK" in out.stdout, out.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
