@@ -116,6 +116,12 @@ def build(config: MetaConfig, devices: int | None = None) -> Built:
     """The meta-trainer for the devices present, with its state's shardings (lifetimes split)."""
     mesh = sharding.lifetime_mesh(devices)
     sharding.check_divisible(config.lifetimes_per_env, mesh)
+    per_microbatch = config.lifetimes_per_env // config.lifetime_microbatches
+    if per_microbatch % mesh.devices.size and jax.process_index() == 0:
+        # Still the same update, but the compiler then moves lifetimes between devices every micro-batch.
+        print(f"warning: {per_microbatch} lifetimes per micro-batch do not split evenly over {mesh.devices.size} "
+              f"devices; pick lifetime_microbatches so that lifetimes_per_env / lifetime_microbatches is a "
+              f"multiple of the device count", file=sys.stderr)
     trainer = make_meta_trainer(config, sources_for(config.envs))
     abstract = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed))
     shardings = sharding.meta_state_shardings(abstract, mesh)

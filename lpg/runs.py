@@ -67,6 +67,19 @@ def config_differences(saved: Any, requested: Any, prefix: str = "") -> list[str
     return []
 
 
+def _new_field_at_default(config: Any, difference: str) -> bool:
+    """Whether `difference` (from `config_differences`) is a field the saved config lacks, set to its default."""
+    name, _, rest = difference.partition(": ")
+    if not rest.startswith("not in the saved config"):
+        return False
+    *parents, leaf = name.split(".")
+    for part in parents:
+        config = getattr(config, part, None)
+    fields = {f.name: f for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else {}
+    field = fields.get(leaf)
+    return field is not None and field.default is not dataclasses.MISSING and getattr(config, leaf) == field.default
+
+
 class RunDir:
     """A run's folder: `config.json`, `metrics.jsonl`, `checkpoints/`.
 
@@ -92,7 +105,8 @@ class RunDir:
         if config_path.exists() and resume:
             saved = json.loads(config_path.read_text())
             requested = json.loads(json.dumps(resolved))
-            differences = config_differences(saved, requested)
+            # A field added after the run was saved, asked for at its default, is no difference.
+            differences = [d for d in config_differences(saved, requested) if not _new_field_at_default(config, d)]
             shared = set(saved) & set(requested) if isinstance(saved, dict) else set()
             if differences and len(shared) < len(requested) / 2:
                 raise RunDirError(f"{self.path} holds another kind of run (its config has "

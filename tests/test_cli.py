@@ -49,6 +49,15 @@ def test_a_run_dir_with_another_config_names_the_keys_that_differ(tmp_path, caps
     assert "meta_lr: 0.001 there, 0.002 here" in str(info.value)
     assert "rule.hidden: 256 there, 4 here" in str(info.value)
     assert runs.config_differences({"a": {"b": 1}}, {"a": {"b": 1}}) == []
+    # A run saved before a field existed resumes when that field is asked for at its default only.
+    saved = tmp_path / "old"
+    runs.RunDir(saved, MetaConfig()).close()
+    config_json = saved / "config.json"
+    config_json.write_text(config_json.read_text().replace('"remat": false,', ""))
+    runs.RunDir(saved, MetaConfig()).close()
+    config_json.write_text(config_json.read_text().replace('"remat": false,', ""))
+    with pytest.raises(runs.RunDirError, match="remat: not in the saved config, True here"):
+        runs.RunDir(saved, MetaConfig(remat=True))
     err = _one_line_error(capsys, meta_train.main, ["--preset", "tiny", "--run-dir", str(tmp_path)])
     assert "holds a run with another config" in err and "--no-resume" in err
     err = _one_line_error(capsys, train.main, ["--run-dir", str(tmp_path), "--updates", "1"])
