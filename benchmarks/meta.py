@@ -1,13 +1,19 @@
-"""Meta-training throughput: environment steps per second of one full LPG meta-step.
+"""Meta-training throughput: environment steps per second of one full LPG meta-step, its
+compiled memory, and how close its LSTM matmuls come to the machine's dense-matmul peak.
 
-    python -m benchmarks.meta            # 8 lifetimes x 64 envs x 20 steps x K = 5, LSTM-256; prints JSON
-    python -m benchmarks.meta --paper    # the paper's shape (960 lifetimes); for accelerators
+    python -m benchmarks.meta                     # 8 lifetimes x 64 envs x 20 steps x K = 5, LSTM-256; prints JSON
+    python -m benchmarks.meta --paper --memory-only   # the `paper` preset: compiled memory, no timing
+    python -m benchmarks.meta --scaling           # the scaling table of BENCHMARKS.md (about 30 min on 2 cores);
+                                                  # shapes that would not fit this machine are compiled, not run
 
 A meta-step is K inner updates (each from a fresh T x B rollout, applied by the rule) plus
 the meta-loss rollout, the meta-gradient through all of it, the critic update, the rule's
 optimiser step and the renewal of finished lifetimes: `config.env_steps_per_meta_step`
-environment steps. Reported: compile time of the jitted chunk (trace + lower + XLA) and the
-best of `--repeats` timed chunks. Lifetimes are sharded over all local devices as in
+environment steps. Reported per shape: compile time of the jitted chunk (trace + lower + XLA),
+XLA's memory analysis of the compiled program per device (`lpg.budget.compiled_footprint`),
+the best of `--repeats` timed chunks, the rule's analytic LSTM matmul FLOPs
+(`MetaConfig.rule_matmul_flops`) and the rate they run at against this machine's measured
+dense-matmul FLOP/s (`matmul_peak`). Lifetimes are sharded over all local devices as in
 `experiments.meta_train`.
 """
 
@@ -19,9 +25,11 @@ import json
 import time
 
 import jax
+import jax.numpy as jnp
 
 from benchmarks.timing import machine, progress
-from lpg import sharding
+from experiments.presets import META_PRESETS
+from lpg import budget, sharding
 from lpg.meta import MetaConfig, make_meta_trainer, sources_for
 from lpg.update_rule import RuleConfig
 
@@ -29,58 +37,126 @@ from lpg.update_rule import RuleConfig
 BENCH = MetaConfig(envs=("tabular_dense",), lifetimes_per_env=8, num_envs=64, rollout_len=20,
                    inner_updates=5, rule=RuleConfig(hidden=256), steps_per_chunk=1, num_meta_steps=1)
 
-# The paper's shape (Table 2): 960 lifetimes x 64 environments x 20 steps, K = 5, LSTM-256,
-# here as 8 tabular sources x 120 lifetimes.
-PAPER = dataclasses.replace(
-    BENCH,
-    envs=("tabular_dense", "tabular_sparse", "tabular_long_horizon", "tabular_longer_horizon",
-          "tabular_long_dense", "chain_short", "chain_long", "chain_short_noisy"),
-    lifetimes_per_env=120, lifetime_updates=2500,
+# The `paper` preset as meta_train runs it (24 sources x 40 lifetimes = 960, 4 micro-batches), one meta-step.
+PAPER = dataclasses.replace(META_PRESETS["paper"], steps_per_chunk=1, num_meta_steps=1, checkpoint_every=1)
+
+# The scaling table: (label, change to BENCH). Lifetimes 8 -> 64 -> 256 with micro-batch settings,
+# then one factor at a time at 8 lifetimes: rollout length T, inner updates K, LSTM width.
+SCALING = (
+    ("lifetimes 8", {}),
+    ("lifetimes 64", {"lifetimes_per_env": 64}),
+    ("lifetimes 64, 4 micro-batches", {"lifetimes_per_env": 64, "lifetime_microbatches": 4}),
+    ("lifetimes 256", {"lifetimes_per_env": 256}),
+    ("lifetimes 256, 4 micro-batches", {"lifetimes_per_env": 256, "lifetime_microbatches": 4}),
+    ("lifetimes 256, 16 micro-batches", {"lifetimes_per_env": 256, "lifetime_microbatches": 16}),
+    ("lifetimes 256, 4 micro-batches, remat", {"lifetimes_per_env": 256, "lifetime_microbatches": 4, "remat": True}),
+    ("T 10", {"rollout_len": 10}),
+    ("T 40", {"rollout_len": 40}),
+    ("K 1", {"inner_updates": 1}),
+    ("K 3", {"inner_updates": 3}),
+    ("LSTM 64", {"rule": RuleConfig(hidden=64)}),
+    ("LSTM 128", {"rule": RuleConfig(hidden=128)}),
 )
 
 
-def measure(config: MetaConfig, repeats: int) -> dict:
+def matmul_peak(repeats: int = 5, size: int = 2048, streams: int = 512, hidden: int = 256, steps: int = 100) -> dict:
+    """This machine's dense float32 matmul FLOP/s: a [size, size] @ [size, size] product, and the
+    rule's own shape, `steps` sequential [streams, H] @ [H, 4H] products in a scan (an LSTM's
+    recurrent projection), best of `repeats`."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    square = jax.jit(lambda x: x @ x).lower(a).compile()
+    h0 = jax.random.normal(jax.random.PRNGKey(1), (streams, hidden), jnp.float32) * 0.1
+    w = jax.random.normal(jax.random.PRNGKey(2), (hidden, 4 * hidden), jnp.float32) / hidden
+
+    def recurrent(h, w):
+        def step(h, _):
+            return jnp.tanh(h @ w)[:, :hidden], None
+        return jax.lax.scan(step, h, None, length=steps)[0]
+
+    lstm = jax.jit(recurrent).lower(h0, w).compile()
+    best = {"square": float("inf"), "lstm_shape": float("inf")}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, (fn, args) in {"square": (square, (a,)), "lstm_shape": (lstm, (h0, w))}.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {
+        "square_flops_per_s": 2.0 * size ** 3 / best["square"],
+        "lstm_shape_flops_per_s": 2.0 * streams * hidden * 4 * hidden * steps / best["lstm_shape"],
+        "square_size": size, "lstm_shape": [streams, hidden, 4 * hidden, steps],
+    }
+
+
+def measure(config: MetaConfig, repeats: int, memory_only: bool = False) -> dict:
+    """Compiles one meta-step of `config` and reports its memory, XLA's and the analytic FLOPs, and
+    (unless `memory_only`) the best of `repeats` timed meta-steps after a warm-up."""
+    config = dataclasses.replace(config, steps_per_chunk=1, num_meta_steps=1, checkpoint_every=1)
     mesh = sharding.lifetime_mesh()
     sharding.check_divisible(config.lifetimes_per_env, mesh)
     t0 = time.perf_counter()
     trainer = make_meta_trainer(config, sources_for(config.envs))
     abstract = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
     shardings = sharding.meta_state_shardings(abstract, mesh)
-    state = jax.jit(trainer.init, out_shardings=shardings)(jax.random.PRNGKey(0))
     setup_s = time.perf_counter() - t0
 
     progress(f"compiling one meta-step ({config.env_steps_per_meta_step:,} env steps; minutes on a 2-core CPU)...")
     t0 = time.perf_counter()
     run = jax.jit(trainer.run, in_shardings=(shardings,), out_shardings=(shardings, None), donate_argnums=0)
-    lowered = run.lower(state)
+    template = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    lowered = run.lower(template)
     trace_s = time.perf_counter() - t0
     run = lowered.compile()
     compile_s = time.perf_counter() - t0
-
-    progress(f"compiled in {compile_s:.0f}s; warm-up and {repeats} timed meta-steps...")
+    footprint = budget.compiled_footprint(run)
+    flops = config.rule_matmul_flops()
+    result = {
+        "env_steps_per_meta_step": config.env_steps_per_meta_step,
+        "memory_gb_per_device": round(footprint["bytes"] / budget.GB, 3),
+        "temp_gb": round(footprint["temp_bytes"] / budget.GB, 3),
+        "xla_flops": footprint["flops"],
+        "rule_matmul_gflop": round(flops["total"] / 1e9, 2),
+        "compile_s": round(compile_s, 2),
+        "trace_lower_s": round(trace_s, 2),
+        "setup_s": round(setup_s, 2),
+    }
+    try:
+        budget.check_fits(footprint, budget.device_capacity(jax.local_devices()[0]), "not timed")
+    except ValueError as e:
+        return {**result, "not_timed": str(e)}
+    if memory_only:
+        return result
+    state = jax.jit(trainer.init, out_shardings=shardings)(jax.random.PRNGKey(0))
+    progress(f"compiled in {compile_s:.0f}s ({result['memory_gb_per_device']} GB); warm-up and {repeats} timed meta-steps...")
     state, _ = jax.block_until_ready(run(state))  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         state, metrics = jax.block_until_ready(run(state))
         times.append(time.perf_counter() - t0)
-    per_step = min(times) / config.steps_per_chunk
+    per_step = min(times)
     return {
-        "env_steps_per_meta_step": config.env_steps_per_meta_step,
+        **result,
         "steps_per_s": round(config.env_steps_per_meta_step / per_step),
         "s_per_meta_step": round(per_step, 4),
-        "median_s_per_meta_step": round(sorted(times)[len(times) // 2] / config.steps_per_chunk, 4),
-        "compile_s": round(compile_s, 2),
-        "trace_lower_s": round(trace_s, 2),
-        "setup_s": round(setup_s, 2),
-        "meta_loss_finite": bool(jax.numpy.isfinite(metrics["meta_loss"]).all()),
+        "median_s_per_meta_step": round(sorted(times)[len(times) // 2], 4),
+        "rule_matmul_flops_per_s": flops["total"] / per_step,
+        "meta_loss_finite": bool(jnp.isfinite(metrics["meta_loss"]).all()),
     }
+
+
+def shape_of(config: MetaConfig) -> dict:
+    return {"sources": len(config.envs), "lifetimes_per_env": config.lifetimes_per_env,
+            "num_envs": config.num_envs, "rollout_len": config.rollout_len, "inner_updates": config.inner_updates,
+            "lstm_hidden": config.rule.hidden, "lifetime_microbatches": config.lifetime_microbatches,
+            "remat": config.remat}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--paper", action="store_true", help="the paper's shape: 960 lifetimes (accelerators)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--paper", action="store_true", help="the `paper` preset's shape (960 lifetimes)")
+    parser.add_argument("--scaling", action="store_true", help="every shape of the scaling table, in turn")
+    parser.add_argument("--memory-only", action="store_true", help="compile and report memory and FLOPs; no timing")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lifetimes", type=int, default=None, help="override lifetimes_per_env")
     parser.add_argument("--hidden", type=int, default=None, help="override the LSTM width")
     args = parser.parse_args(argv)
@@ -89,12 +165,19 @@ def main(argv=None):
         config = dataclasses.replace(config, lifetimes_per_env=args.lifetimes)
     if args.hidden is not None:
         config = dataclasses.replace(config, rule=dataclasses.replace(config.rule, hidden=args.hidden))
-    shape = {"sources": list(config.envs), "lifetimes_per_env": config.lifetimes_per_env,
-             "num_envs": config.num_envs, "rollout_len": config.rollout_len,
-             "inner_updates": config.inner_updates, "lstm_hidden": config.rule.hidden}
-    result = {"benchmark": "meta", "shape": "paper" if args.paper else "bench", "config": shape,
-              "machine": machine(), **measure(config, args.repeats)}
-    print(json.dumps(result, indent=1))
+    shapes = [(label, dataclasses.replace(BENCH, **change)) for label, change in SCALING] if args.scaling \
+        else [("paper" if args.paper else "bench", config)]
+    progress("measuring this machine's dense-matmul FLOP/s...")
+    peak = matmul_peak()
+    rows = []
+    for label, shape in shapes:
+        progress(f"== {label}")
+        row = {"label": label, "config": shape_of(shape), **measure(shape, args.repeats, args.memory_only)}
+        if "rule_matmul_flops_per_s" in row:
+            row["fraction_of_square_peak"] = round(row["rule_matmul_flops_per_s"] / peak["square_flops_per_s"], 3)
+            row["fraction_of_lstm_shape_peak"] = round(row["rule_matmul_flops_per_s"] / peak["lstm_shape_flops_per_s"], 3)
+        rows.append(row)
+    print(json.dumps({"benchmark": "meta", "machine": machine(), "matmul_peak": peak, "shapes": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -141,7 +141,8 @@ def dry_run(config: MetaConfig, devices: int | None = None, time_step: bool = Tr
     compiled = built.run_chunk.lower(built.template).compile()
     report = {**budget.compiled_footprint(compiled), "compile_s": time.time() - t0,
               "capacity_bytes": budget.device_capacity(jax.local_devices()[0]), "devices": jax.device_count(),
-              "platform": jax.devices()[0].platform, "env_steps_per_meta_step": config.env_steps_per_meta_step}
+              "platform": jax.devices()[0].platform, "env_steps_per_meta_step": config.env_steps_per_meta_step,
+              "rule_matmul_flops": config.rule_matmul_flops()["total"]}
     try:
         budget.check_fits(report, report["capacity_bytes"], MEMORY_HINT)
         report["fits"] = True
@@ -165,7 +166,8 @@ def describe_dry_run(report: dict) -> str:
         f"  memory per device: {report['bytes'] / budget.GB:.2f} GB (arguments {report['argument_bytes'] / budget.GB:.2f}, "
         f"outputs {report['output_bytes'] / budget.GB:.2f}, temporaries {report['temp_bytes'] / budget.GB:.2f}) of "
         + (f"{capacity / budget.GB:.1f} GB" if capacity else "an unknown capacity"),
-        f"  XLA flops: {report['flops']:.3g} (each loop body counted once: a lower bound)",
+        f"  XLA flops: {report['flops']:.3g} (each loop body counted once: a lower bound); the rule's LSTM "
+        f"matmuls alone: {report['rule_matmul_flops']:.3g} (analytic, forward and backward over the K updates)",
     ]
     if "s_per_meta_step" in report:
         lines.append(f"  measured: {report['s_per_meta_step']:.2f} s per meta-step "

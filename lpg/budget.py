@@ -54,3 +54,20 @@ def check_fits(footprint: dict, capacity: float | None, hint: str, headroom: flo
         raise ValueError(
             f"the compiled program needs {footprint['bytes'] / GB:.1f} GB per device, more than "
             f"{headroom:.0%} of the {capacity / GB:.1f} GB the device holds: {hint}")
+
+
+def rule_matmul_flops(num_streams: int, rollout_len: int, inner_updates: int, hidden: int, y_size: int,
+                      embed: int = 16, num_inputs: int = 6, remat: bool = False) -> dict[str, float]:
+    """Analytic matmul FLOPs (2 per multiply-add) of the LSTM update rule in one meta-step.
+
+    Per step of one stream the rule does the LSTM's input and recurrent projections
+    (2·4H·(inputs + H)), the π̂ and ŷ heads (2·H·(1 + m)) and φ on y(s_t) and y(s_t+1)
+    (2·2·(m·e + e)). A meta-step applies it to `num_streams` x T steps in each of its K inner
+    updates; the meta-gradient's backward pass costs about twice the forward (gradients with
+    respect to the activations and to the weights), and rematerialisation adds one more forward.
+    """
+    h, m, e = hidden, y_size, embed
+    per_step = 2 * 4 * h * (num_inputs + h) + 2 * h * (1 + m) + 2 * 2 * (m * e + e)
+    forward = float(per_step) * num_streams * rollout_len * inner_updates
+    passes = 4.0 if remat else 3.0
+    return {"per_step": float(per_step), "forward": forward, "total": passes * forward}

@@ -34,6 +34,7 @@ from flax import struct
 from envs.sources import level_sampler
 from lpg import rollout as engine
 from lpg import agents
+from lpg import budget
 from lpg.a2c import lambda_returns
 from lpg.agents import make_agent, AGENT_KINDS
 from lpg.inner import AgentState, Hypers, LPGAgent, make_lpg_agent
@@ -158,6 +159,12 @@ class MetaConfig:
     @property
     def env_steps_per_meta_step(self) -> int:
         return len(self.envs) * self.lifetimes_per_env * self.num_envs * self.rollout_len * (self.inner_updates + 1)
+
+    def rule_matmul_flops(self) -> dict[str, float]:
+        """Analytic matmul FLOPs of the rule's LSTM in one meta-step (`lpg.budget.rule_matmul_flops`)."""
+        return budget.rule_matmul_flops(len(self.envs) * self.lifetimes_per_env * self.num_envs, self.rollout_len,
+                                        self.inner_updates, self.rule.hidden, self.rule.y_size, self.rule.embed,
+                                        remat=self.remat)
 
 
 @struct.dataclass

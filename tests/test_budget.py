@@ -12,6 +12,7 @@ import pytest
 from experiments import meta_train
 from experiments.presets import META_PRESETS
 from lpg import budget
+from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule
 
 
 def test_footprint_counts_arguments_outputs_and_temporaries_of_a_known_program():
@@ -22,6 +23,24 @@ def test_footprint_counts_arguments_outputs_and_temporaries_of_a_known_program()
     assert f["bytes"] >= 8_000_000 and f["flops"] >= 2 * 1000**3  # one 1000^3 matmul: 2e9 flops
     donated = budget.compiled_footprint(jax.jit(lambda a: a + 1.0, donate_argnums=0).lower(x).compile())
     assert donated["bytes"] < f["bytes"]  # the output reuses the donated argument's buffer
+
+
+@pytest.mark.parametrize("hidden", [128, 256])
+def test_analytic_rule_flops_match_xla_count_of_one_rule_step(hidden):
+    # XLA's cost analysis of one step of the rule counts its matmuls plus a few elementwise ops
+    # (gates, activations): the analytic matmul count must be just under it.
+    config = RuleConfig(hidden=hidden, y_size=30)
+    params = init_rule(config, jax.random.PRNGKey(0))
+    one_step = RuleInputs(*(jnp.zeros((1,)) for _ in range(5)), jnp.zeros((1, 30)), jnp.zeros((1, 30)))
+    cost = jax.jit(lambda p, x: UpdateRule(config).apply(p, x)).lower(params, one_step).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    analytic = budget.rule_matmul_flops(1, 1, 1, hidden, 30)
+    assert analytic["per_step"] <= cost["flops"] <= 1.05 * analytic["per_step"]
+    meta = dataclasses.replace(META_PRESETS["quick"], rule=config)
+    flops = meta.rule_matmul_flops()
+    streams = len(meta.envs) * meta.lifetimes_per_env * meta.num_envs
+    assert flops["forward"] == analytic["per_step"] * streams * meta.rollout_len * meta.inner_updates
+    assert flops["total"] == 3 * flops["forward"]  # forward + a backward of twice its cost
 
 
 def test_a_program_that_cannot_fit_is_refused_with_what_to_change():
@@ -44,6 +63,7 @@ def test_dry_run_reports_memory_and_a_measured_step_and_writes_nothing(tmp_path,
     meta_train.main(["--preset", "tiny", "--dry-run"])
     out = capsys.readouterr().out
     assert "memory per device" in out and "s per meta-step" in out and "env steps/s" in out
+    assert "LSTM matmuls alone" in out
     assert not (tmp_path / "runs").exists()
     monkeypatch.setattr(budget, "device_capacity", lambda device: 1e5)
     with pytest.raises(SystemExit) as exit_info:

@@ -135,13 +135,14 @@ def test_every_set_example_in_the_docs_names_a_real_field():
     import re
     from pathlib import Path
 
-    from experiments import analyse_y, rl2
+    from experiments import analyse_y, rl2, rl2_sweep
     from experiments.presets import A2C_PRESETS, META_PRESETS
 
     configs = {"train": A2C_PRESETS["quick"][1], "meta_train": META_PRESETS["quick"],
                "rl2": rl2.PRESETS["quick"], "evaluate": evaluate_cmd.EVAL_PRESETS["heldout"],
-               "analyse_y": analyse_y.ANALYSIS_PRESETS["default"]}
-    modules = {"train": train, "meta_train": meta_train, "rl2": rl2, "evaluate": evaluate_cmd, "analyse_y": analyse_y}
+               "analyse_y": analyse_y.ANALYSIS_PRESETS["default"], "rl2_sweep": rl2_sweep.PRESETS["swapped"]}
+    modules = {"train": train, "meta_train": meta_train, "rl2": rl2, "evaluate": evaluate_cmd, "analyse_y": analyse_y,
+               "rl2_sweep": rl2_sweep}
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     checked = 0
     for name, config in configs.items():
