@@ -12,7 +12,7 @@ then is evaluated on held-out tasks (`lpg.rl2_analysis.evaluate`). Each run keep
 directory under RUN_DIR (so a rerun resumes and skips finished runs); RUN_DIR/sweep.json holds
 one row per run, RUN_DIR/summary.md the table (per setting: each seed's ratio, mean, range, the
 final training entropy) and RUN_DIR/regret_ratio.png the plot. A run whose policy entropy
-ended near 0 while its regret is far above Bayes-optimal's is marked "collapsed".
+ended near 0 while its regret is about the random policy's is marked "collapsed".
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from lpg.config import validate
 from lpg.rl2_analysis import AnalysisConfig, evaluate
 
 ENV_FIELDS = tuple(f.name for f in dataclasses.fields(EnvConfig) if f.name != "name")
-COLLAPSE_ENTROPY = 0.05  # nats: a final training entropy below this ...
-COLLAPSE_RATIO = 3.0  # ... with a regret ratio above this marks a collapsed run
+COLLAPSE_ENTROPY = rl2.DETERMINISTIC_ENTROPY  # a final training entropy below this ...
+COLLAPSE_OF_RANDOM = 0.9  # ... with a regret above this fraction of the random policy's marks a collapsed run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +98,12 @@ PRESETS = {
 }
 
 
+def collapsed(final_entropy: float, regret: float, random_regret: float) -> bool:
+    """A deterministic policy that is no better than about random: it stopped exploring before it
+    learned to use the evidence."""
+    return bool(final_entropy < COLLAPSE_ENTROPY and regret > COLLAPSE_OF_RANDOM * random_regret)
+
+
 def run_one(sweep: Sweep, setting: dict, seed: int, run_dir: Path, resume: bool, tensorboard: bool = False) -> dict:
     """Trains (or resumes) one run and evaluates it on held-out tasks: one row of sweep.json."""
     config = sweep.experiment(setting, seed)
@@ -117,7 +123,7 @@ def run_one(sweep: Sweep, setting: dict, seed: int, run_dir: Path, resume: bool,
             "regret": agent["regret"], "exact_bayes_regret": versus["exact_bayes_regret"],
             "agreement": agent.get("agreement"), "final_entropy": entropy,
             "random_regret": summary["policies"]["random"]["regret"],
-            "collapsed": bool(entropy < COLLAPSE_ENTROPY and ratio > COLLAPSE_RATIO),
+            "collapsed": collapsed(entropy, agent["regret"], summary["policies"]["random"]["regret"]),
             "train_seconds": train_s}
 
 
@@ -187,7 +193,8 @@ def write(sweep: Sweep, rows: list[dict], out: Path, command: str) -> None:
             f"Recipe (every setting and seed; the agent's window, rollout_len, is set to the trial): agent {json.dumps(recipe['agent'])}, "
             f"train {json.dumps(recipe['train'])}. Regret ratio = the agent's regret / the exact "
             f"Bayes-optimal regret, on {sweep.eval_trials} held-out trials (seed {sweep.base.analysis.eval_seed}). "
-            f"Collapsed: final training entropy < {COLLAPSE_ENTROPY} nats and ratio > {COLLAPSE_RATIO:g}.", "",
+            f"Collapsed: final training entropy < {COLLAPSE_ENTROPY} nats and a regret above "
+            f"{COLLAPSE_OF_RANDOM:g}x the random policy's.", "",
             *table(sweep, rows), "", "Plot: `regret_ratio.png`."]
     (out / "summary.md").write_text("\n".join(text) + "\n")
     plot(sweep, rows, out / "regret_ratio.png")

@@ -43,6 +43,7 @@ from lpg.learner import Learner, TrainState, learning_curve, make_train
 from lpg.rollout import Timestep, Trajectory
 
 CELLS = ("gru", "lstm")
+DETERMINISTIC_ENTROPY = 0.05  # nats: a mean policy entropy below this is reported as deterministic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,8 +316,11 @@ def train(env, env_params, agent: RL2Config, config: TrainConfig = TrainConfig()
         return [row]
 
     def describe(row):
+        # A policy that has turned deterministic stops exploring: if its return is still a random
+        # policy's, training has collapsed (experiments.rl2_sweep marks such runs).
+        flag = f" (< {DETERMINISTIC_ENTROPY}: deterministic)" if row["entropy"] < DETERMINISTIC_ENTROPY else ""
         return (f"update {row['updates']}: trial return {row['episode_return']:.3f}, "
-                f"entropy {row['entropy']:.3f}, value loss {row['value_loss']:.3f}")
+                f"entropy {row['entropy']:.3f}{flag}, value loss {row['value_loss']:.3f}")
 
     state = runs.host_loop(run, state, run_chunk, config.num_chunks, records, describe,
                            checkpoint_every=config.checkpoint_every, start_chunk=start, quiet=quiet)

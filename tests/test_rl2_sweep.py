@@ -45,6 +45,12 @@ def test_table_shows_every_seed_the_spread_and_collapse():
     assert line.startswith("| reward_prob=0.1,trial_len=10 | 1.20 | 1.40 | 9.00 (collapsed) | 3.87 | 1.20-9.00 | 2/3 |")
 
 
+def test_collapse_is_a_deterministic_policy_no_better_than_random():
+    assert rl2_sweep.collapsed(final_entropy=0.001, regret=4.9, random_regret=5.0)
+    assert not rl2_sweep.collapsed(final_entropy=0.001, regret=2.0, random_regret=5.0)  # deterministic, learned
+    assert not rl2_sweep.collapsed(final_entropy=0.6, regret=5.0, random_regret=5.0)  # still exploring
+
+
 def test_sweep_settings_are_checked():
     base = rl2_sweep.PRESETS["swapped"]
     with pytest.raises(ValueError, match="x_field must be one of"):
