@@ -29,8 +29,9 @@ import jax.numpy as jnp
 
 from benchmarks.timing import machine, progress
 from experiments.presets import META_PRESETS
-from lpg import budget, sharding
-from lpg.meta import MetaConfig, make_meta_trainer, sources_for
+from experiments import meta_train
+from lpg import budget
+from lpg.meta import MetaConfig
 from lpg.update_rule import RuleConfig
 
 # The benchmark shape of the "LPG" issue.
@@ -91,19 +92,13 @@ def measure(config: MetaConfig, repeats: int, memory_only: bool = False) -> dict
     """Compiles one meta-step of `config` and reports its memory, XLA's and the analytic FLOPs, and
     (unless `memory_only`) the best of `repeats` timed meta-steps after a warm-up."""
     config = dataclasses.replace(config, steps_per_chunk=1, num_meta_steps=1, checkpoint_every=1)
-    mesh = sharding.lifetime_mesh()
-    sharding.check_divisible(config.lifetimes_per_env, mesh)
     t0 = time.perf_counter()
-    trainer = make_meta_trainer(config, sources_for(config.envs))
-    abstract = jax.eval_shape(trainer.init, jax.random.PRNGKey(0))
-    shardings = sharding.meta_state_shardings(abstract, mesh)
+    built = meta_train.build(config)  # the trainer and shardings exactly as meta_train builds them
     setup_s = time.perf_counter() - t0
 
     progress(f"compiling one meta-step ({config.env_steps_per_meta_step:,} env steps; minutes on a 2-core CPU)...")
     t0 = time.perf_counter()
-    run = jax.jit(trainer.run, in_shardings=(shardings,), out_shardings=(shardings, None), donate_argnums=0)
-    template = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    lowered = run.lower(template)
+    lowered = built.run_chunk.lower(built.template)
     trace_s = time.perf_counter() - t0
     run = lowered.compile()
     compile_s = time.perf_counter() - t0
@@ -125,7 +120,7 @@ def measure(config: MetaConfig, repeats: int, memory_only: bool = False) -> dict
         return {**result, "not_timed": str(e)}
     if memory_only:
         return result
-    state = jax.jit(trainer.init, out_shardings=shardings)(jax.random.PRNGKey(0))
+    state = built.init(jax.random.PRNGKey(0))
     progress(f"compiled in {compile_s:.0f}s ({result['memory_gb_per_device']} GB); warm-up and {repeats} timed meta-steps...")
     state, _ = jax.block_until_ready(run(state))  # warm-up
     times = []

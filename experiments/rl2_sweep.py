@@ -115,7 +115,7 @@ def run_one(sweep: Sweep, setting: dict, seed: int, run_dir: Path, resume: bool,
     analysis = dataclasses.replace(config.analysis, num_trials=sweep.eval_trials,
                                    probe_trials=min(config.analysis.probe_trials, sweep.eval_trials))
     summary, _ = evaluate(suite, config.agent, state.learner.params, analysis, quiet=True)
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = runs.read_metrics(run_dir)
     versus, agent = summary["agent_vs_reference"], summary["policies"]["agent"]
     ratio = versus["regret_ratio_to_exact"]
     entropy = metrics[-1]["entropy"] if metrics else float("nan")

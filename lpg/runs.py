@@ -174,9 +174,7 @@ class RunDir:
                             self.tensorboard.add_scalar(name, value, row["step"])
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        return read_metrics(self.path)
 
     def close(self) -> None:
         if self.tensorboard is not None:
@@ -269,3 +267,11 @@ def host_loop(
     if run is not None:
         run.checkpoints.wait_until_finished()
     return state
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows a run wrote to RUN_DIR/metrics.jsonl (none if it has not written any)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
