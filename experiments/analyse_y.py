@@ -59,7 +59,7 @@ def train_agents(ev, rule_config, rules: dict, args, num_seeds: int | None = Non
     num_states = ev.env.observation_space(level).n
     # jax arrays, not numpy scalars: optax.inject_hyperparams treats numpy scalars as static.
     f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    hypers = Hypers(f(args.discount), f(args.lr), f(args.alpha_y), f(0.0))
+    hypers = Hypers(f(args.discount), f(args.lr), f(args.alpha_y), f(0.0), f(args.updates))
 
     def make_learner(rule_params):
         learner = make_lpg_learner(agent, rule_params, hypers)

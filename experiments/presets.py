@@ -7,6 +7,7 @@ import dataclasses
 from envs.levels import NAMED_GRIDS
 from envs.sources import COLLECT_SUFFIX
 from lpg.a2c import A2CConfig
+from lpg.es import ESConfig
 from lpg.meta import MetaConfig
 from lpg.update_rule import RuleConfig
 
@@ -95,4 +96,21 @@ META_PRESETS["tiny"] = dataclasses.replace(
     META_PRESETS["quick"], envs=("probe",), lifetimes_per_env=2, num_envs=4, rollout_len=4, inner_updates=2,
     lifetime_updates=8, rule=RuleConfig(hidden=8, y_size=4), num_meta_steps=4, steps_per_chunk=2,
     checkpoint_every=1,
+)
+
+# Evolution strategies (lpg.es, experiments.es_train): the meta-gradient presets' rule, sources
+# and lifetimes, scored at the end of whole lifetimes.
+ES_PRESETS = {
+    # Seconds on a 2-core CPU: checks the install and the plumbing, learns nothing.
+    "tiny": ESConfig(envs=("probe",), num_envs=4, rollout_len=4, lifetime_updates=8, score_updates=2,
+                     rule=RuleConfig(hidden=8, y_size=4), levels_per_env=2, population_size=4,
+                     num_generations=4, steps_per_chunk=2, checkpoint_every=1),
+}
+# Whole-lifetime ES on the `cpu` meta-gradient preset's sources, agents, lifetimes and rule:
+# about an hour on 2 CPU cores (results/es/README.md).
+ES_PRESETS["cpu"] = ESConfig(
+    envs=META_PRESETS["cpu"].envs, num_envs=32, rollout_len=20, lifetime_updates=100,
+    rule=META_PRESETS["cpu"].rule, hypers=META_PRESETS["cpu"].hypers,
+    levels_per_env=1, validation_levels=4, score_updates=10, population_size=32, sigma=0.03, es_lr=0.01,
+    num_generations=150, steps_per_chunk=1, checkpoint_every=5,
 )

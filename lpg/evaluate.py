@@ -437,9 +437,9 @@ class AgentSettings:
     a2c: A2CConfig
     hidden: int = 64
 
-    def hypers(self, learning_rate: float) -> Hypers:
+    def hypers(self, learning_rate: float, lifetime_updates: int) -> Hypers:
         f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-        return Hypers(f(self.lpg_discount), f(learning_rate), f(self.lpg_alpha_y), f(0.0))
+        return Hypers(f(self.lpg_discount), f(learning_rate), f(self.lpg_alpha_y), f(0.0), f(lifetime_updates))
 
 
 def lpg_learner(env, env_params, rule_params, rule_config: RuleConfig, hypers: Hypers, agent: str = "auto",
@@ -594,7 +594,7 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
         if rule.config not in compiled:
             compiled[rule.config] = lpg_lifetimes(ev, rule.config, settings, config)
         lpg = compiled[rule.config]
-        make_args = lambda lr, rule=rule: (rule.params, settings.hypers(lr))  # noqa: E731
+        make_args = lambda lr, rule=rule: (rule.params, settings.hypers(lr, config.num_updates))  # noqa: E731
         chosen[rule.label], trials[rule.label] = select(rule.label, lpg, rule.learning_rates.for_env(ev.tabular),
                                                         make_args)
         runs[rule.label] = _run(lpg, ev.levels, make_args(chosen[rule.label]), k_run, config)

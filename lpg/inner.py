@@ -6,6 +6,10 @@ A y *table* trained by SGD takes the implicit (proximal) step of its MSE term in
 explicit one: at the paper's tabular rates (20-80) the explicit step overshoots ŷ and
 diverges for any state holding more than 1/(lr·α_y) of the batch.
 
+A lifetime-conditioned rule (RuleConfig.lifetime_inputs) also reads n/N and log N: n is the
+count of updates the agent's optimiser has applied (its state's `count`), N the lifetime length
+in `Hypers.lifetime_updates`.
+
 The rule's outputs are constants for the agent's gradient, but they stay functions
 of the rule's parameters η (and of θ through the rule's inputs), so the meta-trainer
 can differentiate θ' = θ + Δθ with respect to η. Per-lifetime hyperparameters
@@ -43,6 +47,7 @@ class Hypers(NamedTuple):
     learning_rate: chex.Array
     alpha_y: chex.Array
     entropy_cost: chex.Array  # β0 of the meta-objective
+    lifetime_updates: chex.Array  # N, agent updates in this lifetime (read by lifetime-conditioned rules)
 
 
 @struct.dataclass
@@ -82,25 +87,33 @@ class LPGAgent(NamedTuple):
         action = distrax.Categorical(logits=logits).sample(seed=key)
         return action, {}, carry
 
-    def rule_inputs(self, params, traj: Trajectory, discount: chex.Array) -> RuleInputs:
-        """The rule's inputs for one stream (traj leaves [T, ...])."""
+    def rule_inputs(self, params, traj: Trajectory, hypers: Hypers, updates_done: chex.Array) -> RuleInputs:
+        """The rule's inputs for one stream (traj leaves [T, ...]) before update `updates_done` + 1."""
         apply = jax.vmap(lambda o: self.network.apply(params, o))
         logits, y_t = apply(traj.obs)
         _, y_tp1 = apply(traj.next_obs)
         pi_a = jnp.exp(distrax.Categorical(logits=logits).log_prob(traj.action))
+        per_step = lambda x: jnp.broadcast_to(x, traj.reward.shape)  # noqa: E731
+        lifetime = (None, None)
+        if self.rule.config.lifetime_inputs:
+            n_total = jnp.asarray(hypers.lifetime_updates, pi_a.dtype)
+            lifetime = (per_step(updates_done / n_total), per_step(jnp.log(n_total)))
         return RuleInputs(
             r_t=traj.reward,
             d_t=traj.terminated.astype(jnp.float32),
             done_t=traj.done.astype(jnp.float32),
-            discount=jnp.broadcast_to(discount, traj.reward.shape),
+            discount=per_step(hypers.discount),
             pi_a_t=pi_a,
             y_t=y_t,
             y_tp1=y_tp1,
+            progress=lifetime[0],
+            log_lifetime=lifetime[1],
         )
 
     def update(self, rule_params, state: AgentState, traj: Trajectory, hypers: Hypers):
         """One inner update from a [T, B] trajectory; returns the new state and the rule's outputs."""
-        inputs = jax.vmap(self.rule_inputs, in_axes=(None, 1, None))(state.params, traj, hypers.discount)
+        updates_done = state.opt_state.count  # inject_hyperparams counts the updates applied
+        inputs = jax.vmap(self.rule_inputs, in_axes=(None, 1, None, None))(state.params, traj, hypers, updates_done)
         pi_hat, y_hat = jax.vmap(lambda x: self.rule.apply(rule_params, x))(inputs)  # [B, T], [B, T, m]
         kind = self.rule.config.y_loss
         # The policy is pushed by π̂ less its batch mean (RuleConfig.pi_hat_baseline); the rule's own

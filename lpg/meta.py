@@ -78,7 +78,7 @@ class HyperChoices:
             (min(self.alpha_ys) >= 0 and min(self.entropy_costs) >= 0, "alpha_ys and entropy_costs must be >= 0"),
         ])
 
-    def sample(self, key: chex.PRNGKey, tabular: bool = True) -> Hypers:
+    def sample(self, key: chex.PRNGKey, tabular: bool, lifetime_updates: int) -> Hypers:
         keys = jax.random.split(key, 4)
         pick = lambda k, xs: jax.random.choice(k, jnp.asarray(xs, jnp.float32))
         return Hypers(
@@ -86,6 +86,7 @@ class HyperChoices:
             learning_rate=pick(keys[1], self.learning_rates if tabular else self.network_learning_rates),
             alpha_y=pick(keys[2], self.alpha_ys),
             entropy_cost=pick(keys[3], self.entropy_costs),
+            lifetime_updates=jnp.asarray(lifetime_updates, jnp.float32),
         )
 
 
@@ -164,7 +165,7 @@ class MetaConfig:
         """Analytic matmul FLOPs of the rule's LSTM in one meta-step (`lpg.budget.rule_matmul_flops`)."""
         return budget.rule_matmul_flops(len(self.envs) * self.lifetimes_per_env * self.num_envs, self.rollout_len,
                                         self.inner_updates, self.rule.hidden, self.rule.y_size, self.rule.embed,
-                                        remat=self.remat)
+                                        num_inputs=8 if self.rule.lifetime_inputs else 6, remat=self.remat)
 
 
 @struct.dataclass
@@ -210,20 +211,28 @@ def _all_finite(tree) -> chex.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_group(source: Source, config: MetaConfig) -> Group:
+def source_agent(source: Source, rule: RuleConfig, agent: str = "auto", agent_optimizer: str = "auto",
+                 hidden: int = 64) -> LPGAgent:
+    """The LPG agent that learns on `source`'s levels (optimizer "auto": SGD for tables, Adam for networks)."""
     params0 = source.sample_params(jax.random.PRNGKey(0))
-    critic = make_agent(source.env, params0, aux_size=1, kind=config.agent, hidden=config.agent_hidden)
-    tabular = agents.is_tabular(critic)
-    optimizer = config.agent_optimizer if config.agent_optimizer != "auto" else ("sgd" if tabular else "adam")
-    agent = make_lpg_agent(source.env, params0, config.rule, config.agent, optimizer, config.agent_hidden)
-    critic_optimizer = optax.sgd(config.critic_table_lr) if tabular else optax.adam(config.critic_lr)
+    if agent_optimizer == "auto":
+        network = make_agent(source.env, params0, aux_size=rule.y_size, kind=agent, hidden=hidden)
+        agent_optimizer = "sgd" if agents.is_tabular(network) else "adam"
+    return make_lpg_agent(source.env, params0, rule, agent, agent_optimizer, hidden)
+
+
+def make_group(source: Source, config: MetaConfig) -> Group:
+    agent = source_agent(source, config.rule, config.agent, config.agent_optimizer, config.agent_hidden)
+    critic = make_agent(source.env, source.sample_params(jax.random.PRNGKey(0)), aux_size=1, kind=config.agent,
+                        hidden=config.agent_hidden)
+    critic_optimizer = optax.sgd(config.critic_table_lr) if agents.is_tabular(critic) else optax.adam(config.critic_lr)
     return Group(source, agent, critic, critic_optimizer)
 
 
 def init_lifetime(group: Group, config: MetaConfig, key: chex.PRNGKey) -> Lifetime:
     k_level, k_hyp, k_agent, k_critic, k_env, key = jax.random.split(key, 6)
     env_params = group.source.sample_params(k_level)
-    hypers = config.hypers.sample(k_hyp, group.tabular)
+    hypers = config.hypers.sample(k_hyp, group.tabular, config.lifetime_updates)
     critic_params = group.critic.init(k_critic, group.agent.obs0)
     return Lifetime(
         agent=group.agent.init(k_agent, hypers.learning_rate),

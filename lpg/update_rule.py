@@ -1,7 +1,9 @@
 """The meta-learned update rule of LPG: a backward LSTM over one trajectory.
 
 Per step it reads x_t = [r_t, d_t, γ, π(a_t|s_t), φ(y(s_t)), φ(y(s_t+1))], where φ is
-one small embedding (Dense(16) -> ReLU -> Dense(1)) shared by both y inputs, and
+one small embedding (Dense(16) -> ReLU -> Dense(1)) shared by both y inputs (a rule with
+`lifetime_inputs` also reads the lifetime's progress n/N and log N, as in temporally-aware
+LPG, Jackson et al. 2023), and
 emits a scalar π̂_t and a target ŷ_t ∈ [0,1]^m (sigmoid; MSE target) or a softmax
 target (KL mode). The LSTM runs from the last step to the first, and its state is
 reset where an episode ends, so π̂_t depends on steps t, t+1, ... up to the end of
@@ -37,6 +39,10 @@ class RuleConfig:
     # "adam_batch_mean" subtracts it for agents trained by Adam only (SGD tables take π̂ as emitted);
     # "none" is the paper's (and every rule saved before this field existed).
     pi_hat_baseline: str = "batch_mean"
+    # Lifetime conditioning: the rule also reads n/N (agent updates done / lifetime length) and
+    # log N at every step, so it can act differently early and late in a lifetime and for short
+    # and long lifetimes. Off for every rule saved before this field existed.
+    lifetime_inputs: bool = False
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
@@ -58,6 +64,9 @@ class RuleInputs(NamedTuple):
     pi_a_t: chex.Array  # π(a_t|s_t)
     y_t: chex.Array  # y(s_t) [T, m]
     y_tp1: chex.Array  # y(s_t+1), pre-reset observation [T, m]
+    # Read only by rules with RuleConfig.lifetime_inputs (None otherwise):
+    progress: chex.Array | None = None  # n/N: agent updates done before this one / lifetime length
+    log_lifetime: chex.Array | None = None  # log N
 
 
 class UpdateRule(nn.Module):
@@ -71,10 +80,12 @@ class UpdateRule(nn.Module):
         phi = nn.Sequential([nn.Dense(cfg.embed), nn.relu, nn.Dense(1)], name="phi")
         y_in = inputs.y_t if cfg.y_loss == "mse" else jax.nn.softmax(inputs.y_t)
         y_next_in = inputs.y_tp1 if cfg.y_loss == "mse" else jax.nn.softmax(inputs.y_tp1)
-        x = jnp.stack(
-            [inputs.r_t, inputs.d_t, inputs.discount, inputs.pi_a_t, phi(y_in)[:, 0], phi(y_next_in)[:, 0]],
-            axis=-1,
-        )
+        columns = [inputs.r_t, inputs.d_t, inputs.discount, inputs.pi_a_t, phi(y_in)[:, 0], phi(y_next_in)[:, 0]]
+        if cfg.lifetime_inputs:
+            if inputs.progress is None or inputs.log_lifetime is None:
+                raise ValueError("a rule with lifetime_inputs=True needs RuleInputs.progress and log_lifetime")
+            columns += [inputs.progress, inputs.log_lifetime]
+        x = jnp.stack(columns, axis=-1)
 
         cell = nn.OptimizedLSTMCell(cfg.hidden, name="lstm")
         # Default float dtype (float64 under x64), so the carry matches the cell's output.
@@ -112,7 +123,9 @@ def y_loss(y: chex.Array, y_hat: chex.Array, kind: str) -> chex.Array:
 def init_rule(rule_config: RuleConfig, key: chex.PRNGKey, horizon: int = 2):
     """Initial rule parameters (shapes do not depend on the trajectory length)."""
     m = rule_config.y_size
-    dummy = RuleInputs(*(jnp.zeros((horizon,)) for _ in range(5)), jnp.zeros((horizon, m)), jnp.zeros((horizon, m)))
+    zeros = jnp.zeros((horizon,))
+    lifetime = (zeros, zeros) if rule_config.lifetime_inputs else (None, None)
+    dummy = RuleInputs(*(zeros for _ in range(5)), jnp.zeros((horizon, m)), jnp.zeros((horizon, m)), *lifetime)
     return UpdateRule(rule_config).init(key, dummy)
 
 

@@ -174,7 +174,7 @@ def test_y_table_takes_the_implicit_step_and_stays_in_the_targets_range():
     env, _ = level_sampler("chain_short")
     params = make_chain(env, 5, good_action=0)
     config = RuleConfig(hidden=16, y_size=4)
-    hypers = Hypers(*(jnp.float32(x) for x in (0.99, 80.0, 1.0, 0.01)))
+    hypers = Hypers(*(jnp.float32(x) for x in (0.99, 80.0, 1.0, 0.01, 100)))
     learner = evaluate.lpg_learner(env, params, init_rule(config, jax.random.PRNGKey(2)), config, hypers)
     lifetime = evaluate.LifetimeConfig(num_updates=60, num_envs=16, rollout_len=20, num_seeds=2)
     states, _ = evaluate.make_lifetimes(env, lambda _: learner, lifetime, return_state=True)(
@@ -203,7 +203,7 @@ def test_pi_hat_baseline_makes_the_update_blind_to_a_constant_push(baseline, opt
     shifted = jax.tree_util.tree_map_with_path(
         lambda path, x: x + 2.0 if "pi_hat" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path)
         else x, rule)
-    hypers = Hypers(*(jnp.float32(x) for x in (0.99, 1e-2, 0.5, 0.0)))
+    hypers = Hypers(*(jnp.float32(x) for x in (0.99, 1e-2, 0.5, 0.0, 100)))
     state = agent.init(jax.random.PRNGKey(1), hypers.learning_rate)
     rollout_state = engine.reset(env, params, jax.random.PRNGKey(2), 8)
     _, traj = engine.rollout(env, params, agent.policy_fn, state.params, rollout_state, jax.random.PRNGKey(3), 20)
@@ -287,7 +287,7 @@ def test_a_non_finite_lifetime_is_reset_and_left_out_while_the_others_update_the
 def _final_return(rule_params, rule_config, seed):
     env = ContextualBandit(num_states=4, num_actions=3)
     params = env.sample_params(jax.random.PRNGKey(100 + seed))
-    hypers = Hypers(*(jnp.float32(x) for x in (0.9, 1.0, 0.5, 0.01)))
+    hypers = Hypers(*(jnp.float32(x) for x in (0.9, 1.0, 0.5, 0.01, 100)))
     learner = evaluate.lpg_learner(env, params, rule_params, rule_config, hypers)
     cfg = evaluate.LifetimeConfig(num_updates=40, num_envs=8, rollout_len=4, num_seeds=4)
     metrics = evaluate.run_lifetimes(env, params, learner, cfg, jax.random.PRNGKey(seed))

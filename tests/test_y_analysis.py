@@ -93,7 +93,7 @@ def test_random_y_init_differs_between_agents_and_lies_in_the_unit_interval():
     env = DelayedChain(10)
     params = make_chain(env, 5)
     config = RuleConfig(hidden=8, y_size=4)
-    hypers = Hypers(*(jnp.float32(x) for x in (0.99, 40.0, 0.5, 0.0)))
+    hypers = Hypers(*(jnp.float32(x) for x in (0.99, 40.0, 0.5, 0.0, 100)))
     learner = y_analysis.with_random_y(
         evaluate.lpg_learner(env, params, init_rule(config, jax.random.PRNGKey(0)), config, hypers))
     a, b = (np.asarray(learner.init(jax.random.PRNGKey(k)).params["params"]["aux"]) for k in (1, 2))
