@@ -96,10 +96,13 @@ def plot_progress(rows: list[dict], config: ESConfig, path: Path) -> None:
     steps = np.array([r["step"] for r in rows])
     fig, axes = plt.subplots(1, len(config.envs), figsize=(3.4 * len(config.envs), 3), squeeze=False)
     for ax, name in zip(axes[0], config.envs):
-        for key, label in (("validation_return", "mean rule (validation levels)"),
-                           ("population_return", "population (generation's levels)")):
-            values = np.array([r.get(f"{name}/{key}") for r in rows], float)
-            ax.plot(steps, values, label=label, lw=1)
+        validation = np.array([r.get(f"{name}/validation_return") for r in rows], float)
+        population = np.array([r.get(f"{name}/population_return") for r in rows], float)
+        # Each generation draws new levels (returns of some grids are 100x others'): a running median.
+        window = max(len(rows) // 15, 1)
+        median = np.array([np.median(population[max(i - window + 1, 0):i + 1]) for i in range(len(rows))])
+        ax.plot(steps, validation, lw=1.5, label="mean rule (fixed validation levels)")
+        ax.plot(steps, median, lw=1, alpha=0.6, label=f"population (running median of {window} generations)")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("generation")
     axes[0][0].set_ylabel("end-of-lifetime return")

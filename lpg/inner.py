@@ -47,7 +47,8 @@ class Hypers(NamedTuple):
     learning_rate: chex.Array
     alpha_y: chex.Array
     entropy_cost: chex.Array  # β0 of the meta-objective
-    lifetime_updates: chex.Array  # N, agent updates in this lifetime (read by lifetime-conditioned rules)
+    # N, agent updates in this lifetime: needed by lifetime-conditioned rules only (None: unknown).
+    lifetime_updates: chex.Array | None = None
 
 
 @struct.dataclass
@@ -96,6 +97,9 @@ class LPGAgent(NamedTuple):
         per_step = lambda x: jnp.broadcast_to(x, traj.reward.shape)  # noqa: E731
         lifetime = (None, None)
         if self.rule.config.lifetime_inputs:
+            if hypers.lifetime_updates is None:
+                raise ValueError("this rule reads the lifetime's progress (RuleConfig.lifetime_inputs): give "
+                                 "Hypers.lifetime_updates, the number of agent updates in the lifetime")
             n_total = jnp.asarray(hypers.lifetime_updates, pi_a.dtype)
             lifetime = (per_step(updates_done / n_total), per_step(jnp.log(n_total)))
         return RuleInputs(

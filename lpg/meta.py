@@ -419,7 +419,9 @@ def make_meta_trainer(config: MetaConfig, sources: Sequence[Source]) -> MetaTrai
             batch = jax.vmap(lambda k: init_lifetime(group, config, k))(
                 jax.random.split(k_group, config.lifetimes_per_env)
             )
-            # Stagger lifetimes so they do not all end (and restart) at the same meta-step.
+            # Stagger lifetimes so they do not all end (and restart) at the same meta-step. (These first
+            # lifetimes are shorter than N; a lifetime-conditioned rule still reads n from the agent's own
+            # update count, so it sees them start at n = 0.)
             offsets = jax.random.randint(k_offset, (config.lifetimes_per_env,), 0, config.lifetime_updates)
             batch = batch.replace(updates=offsets // config.inner_updates * config.inner_updates)
             lifetimes.append(batch)

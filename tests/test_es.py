@@ -219,3 +219,14 @@ def test_a_conditioned_rule_can_tell_early_from_late_and_an_unconditioned_one_re
     plain = RuleConfig(hidden=8, y_size=m)
     p = init_rule(plain, jax.random.PRNGKey(0))
     np.testing.assert_array_equal(UpdateRule(plain).apply(p, base)[0], UpdateRule(plain).apply(p, at(0.9))[0])
+
+
+def test_a_conditioned_rule_without_a_lifetime_length_says_what_is_missing():
+    env = ContextualBandit(num_states=4, num_actions=3)
+    params = env.sample_params(jax.random.PRNGKey(0))
+    config = RuleConfig(hidden=8, y_size=4, lifetime_inputs=True)
+    hypers = Hypers(*(jnp.float32(x) for x in (0.9, 1.0, 0.5, 0.0)))  # no lifetime_updates
+    learner = evaluate.lpg_learner(env, params, init_rule(config, jax.random.PRNGKey(1)), config, hypers)
+    train = make_train(env, params, learner, num_envs=4, rollout_len=3)
+    with pytest.raises(ValueError, match="lifetime_updates"):
+        train.run(train.init(jax.random.PRNGKey(2)), 1)
