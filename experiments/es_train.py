@@ -13,9 +13,7 @@ Several hosts: start the same command on each with --distributed (see README).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
 
 if __name__ == "__main__" and "--distributed" in sys.argv[1:]:
     from lpg import sharding as _sharding
@@ -26,22 +24,14 @@ import jax
 import numpy as np
 
 from experiments.cli import Parser, add_common_args, apply_overrides, entry_point, fail, pick_preset
+from experiments.meta_train import Built, OuterLoop, run_outer_loop
 from experiments.presets import ES_PRESETS
-from lpg import budget, sharding
+from lpg import sharding
 from lpg.es import ESConfig, make_es_trainer
 from lpg.meta import sources_for
-from lpg.runs import RunDir, host_loop
-from lpg.update_rule import save_rule
 
 MEMORY_HINT = ("lower population_size or levels_per_env (each device holds its share of members' lifetimes), "
                "or spread the population over more devices")
-
-
-class Built(NamedTuple):
-    trainer: Any
-    template: Any  # the ESState as ShapeDtypeStructs with their (replicated) shardings
-    init: Callable
-    run_chunk: Callable
 
 
 def build(config: ESConfig, devices: int | None = None) -> Built:
@@ -55,17 +45,6 @@ def build(config: ESConfig, devices: int | None = None) -> Built:
     init = jax.jit(trainer.init, out_shardings=shardings)
     run_chunk = jax.jit(trainer.run, in_shardings=(shardings,), out_shardings=(shardings, None), donate_argnums=0)
     return Built(trainer, template, init, run_chunk)
-
-
-def chunk_records(config: ESConfig, chunk: int, metrics: dict) -> list[dict]:
-    """One JSONL row per generation of a chunk."""
-    rows = []
-    for i in range(config.steps_per_chunk):
-        generation = chunk * config.steps_per_chunk + i + 1
-        row = {"step": generation, "env_steps": generation * config.env_steps_per_generation}
-        row.update({k: np.asarray(v)[i] for k, v in metrics.items()})
-        rows.append(row)
-    return rows
 
 
 def describe(config: ESConfig, rates: list[float]):
@@ -116,61 +95,15 @@ def es_train(config: ESConfig, run_dir: str | None, resume: bool = True, devices
              quiet: bool = False, tensorboard: bool = False):
     """Runs (or resumes) ES; returns (final ESState, trainer). Refuses (ValueError) a program that
     cannot fit a device."""
-    trainer, template, init, run_chunk = build(config, devices)
-    is_main = jax.process_index() == 0
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if is_main and not quiet else (lambda text: None)
-    num_chunks = config.num_generations // config.steps_per_chunk
-    run = RunDir(run_dir, config, resume=resume, tensorboard=tensorboard and is_main) if run_dir else None
-    if run is not None and resume and run.finished(num_chunks):
-        state, _ = run.restore(template)
-        say(f"already finished: {run.path} holds all {config.num_generations} generations; the rule is "
-            f"{run.path / 'rule.msgpack'} (pass --no-resume to start over)")
-        if is_main:
-            save_rule(run.path / "rule.msgpack", sharding.to_host(trainer.rule_params(state)), config.rule)
-        run.close()
-        return state, trainer
-    state = init(jax.random.PRNGKey(config.seed))
-    start = 0
-    if run is not None and resume:
-        restored = run.restore(state)
-        if restored is not None:
-            state, start = restored
-            say(f"resuming {run.path} after chunk {start}/{num_chunks}")
-    t0 = time.time()
-    say(f"compiling a chunk of {config.steps_per_chunk} generation(s)...")
-    run_chunk = run_chunk.lower(state).compile()
-    footprint = budget.compiled_footprint(run_chunk)
-    budget.check_fits(footprint, budget.device_capacity(jax.local_devices()[0]), MEMORY_HINT)
-    sharding.sync_processes("es_train compiled")
-    say(f"compiled in {time.time() - t0:.0f}s ({footprint['bytes'] / budget.GB:.2f} GB per device); ES: "
-        f"{num_chunks - start} chunk(s) of {config.steps_per_chunk} generation(s) of {config.population_size} "
-        f"members, {config.env_steps_per_generation:,} env steps each")
-    rates: list[float] = []
-    clock = [time.time()]
-
-    def timed_chunk(s):
-        s, m = run_chunk(s)
-        m = sharding.to_host(m)
-        now = time.time()
-        rates.append(config.env_steps_per_generation * config.steps_per_chunk / (now - clock[0]))
-        clock[0] = now
-        return s, m
-
-    def records(chunk, metrics):
-        rows = chunk_records(config, chunk, metrics)
-        rows[-1]["steps_per_second"] = rates[-1]
-        return rows
-
-    on_save = (lambda: plot_progress(run.read_metrics(), config, run.path / "progress.png")) \
-        if run is not None and is_main else None
-    state = host_loop(run, state, timed_chunk, num_chunks, records, describe(config, rates),
-                      checkpoint_every=config.checkpoint_every, start_chunk=start, quiet=quiet or not is_main,
-                      on_save=on_save)
-    if run is not None:
-        if is_main:
-            save_rule(run.path / "rule.msgpack", sharding.to_host(trainer.rule_params(state)), config.rule)
-        run.close()
-    return state, trainer
+    built = build(config, devices)
+    loop = OuterLoop(
+        unit="generation", num_steps=config.num_generations, steps_per_chunk=config.steps_per_chunk,
+        checkpoint_every=config.checkpoint_every, env_steps_per_step=config.env_steps_per_generation,
+        rule_params=built.trainer.rule_params, extra_records=lambda row, metrics: None,
+        describe=lambda rates: describe(config, rates),
+        plot=lambda rows, path: plot_progress(rows, config, path), memory_hint=MEMORY_HINT,
+    )
+    return run_outer_loop(loop, config, built, run_dir, resume, quiet, tensorboard), built.trainer
 
 
 @entry_point

@@ -36,12 +36,12 @@ from lpg.runs import RunDir, host_loop
 from lpg.update_rule import save_rule
 
 
-def chunk_records(config: MetaConfig, chunk: int, metrics: dict) -> list[dict]:
-    """One JSONL row per meta-step of a chunk."""
+def chunk_records(steps_per_chunk: int, env_steps_per_step: int, chunk: int, metrics: dict) -> list[dict]:
+    """One JSONL row per outer step (meta-step or generation) of a chunk."""
     rows = []
-    for i in range(config.steps_per_chunk):
-        step = chunk * config.steps_per_chunk + i + 1
-        row = {"step": step, "env_steps": step * config.env_steps_per_meta_step}
+    for i in range(steps_per_chunk):
+        step = chunk * steps_per_chunk + i + 1
+        row = {"step": step, "env_steps": step * env_steps_per_step}
         row.update({k: np.asarray(v)[i] for k, v in metrics.items()})
         rows.append(row)
     return rows
@@ -178,27 +178,43 @@ def describe_dry_run(report: dict) -> str:
     return "\n".join(lines)
 
 
-def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, devices: int | None = None,
-               quiet: bool = False, tensorboard: bool = False):
-    """Runs (or resumes) meta-training; returns (final MetaState, trainer).
+class OuterLoop(NamedTuple):
+    """What differs between the outer loops that train a rule (meta-gradients, ES) for `run_outer_loop`."""
+
+    unit: str  # "meta-step" or "generation", for messages
+    num_steps: int
+    steps_per_chunk: int
+    checkpoint_every: int  # chunks
+    env_steps_per_step: int
+    rule_params: Callable[[Any], Any]  # state -> the rule's parameters
+    extra_records: Callable[[dict, dict], None]  # (last row of a chunk, chunk metrics): add fields in place
+    describe: Callable[[list[float]], Callable[[dict], str]]  # rates -> progress line of a row
+    plot: Callable[[list[dict], Path], None]  # (rows, path) -> RUN_DIR/progress.png
+    memory_hint: str  # what to change when the compiled chunk does not fit a device
+
+
+def run_outer_loop(loop: OuterLoop, config: Any, built: Built, run_dir: str | None, resume: bool = True,
+                   quiet: bool = False, tensorboard: bool = False):
+    """Runs (or resumes) an outer loop from its `build`: the run directory, the finished-run shortcut,
+    resume, the compile with its memory check, the host loop with progress, metrics, checkpoints and
+    plot, and RUN_DIR/rule.msgpack at the end. Returns the final state.
 
     Refuses (ValueError, naming the settings to change) when the compiled chunk cannot fit a device.
     """
-    trainer, template, init, run_chunk = build(config, devices)
-
+    _, template, init, run_chunk = built
     is_main = jax.process_index() == 0
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if is_main and not quiet else (lambda text: None)
-    num_chunks = config.num_meta_steps // config.steps_per_chunk
+    num_chunks = loop.num_steps // loop.steps_per_chunk
     run = RunDir(run_dir, config, resume=resume, tensorboard=tensorboard and is_main) if run_dir else None
     if run is not None and resume and run.finished(num_chunks):
         # Nothing left to do: restore the final state into its abstract shape, compile nothing.
         state, _ = run.restore(template)
-        say(f"already finished: {run.path} holds all {config.num_meta_steps} meta-steps; the rule is "
+        say(f"already finished: {run.path} holds all {loop.num_steps} {loop.unit}s; the rule is "
             f"{run.path / 'rule.msgpack'} (pass --no-resume to start over)")
         if is_main:
-            save_rule(run.path / "rule.msgpack", sharding.to_host(state.rule_params), config.rule)
+            save_rule(run.path / "rule.msgpack", sharding.to_host(loop.rule_params(state)), config.rule)
         run.close()
-        return state, trainer
+        return state
     state = init(jax.random.PRNGKey(config.seed))
     start = 0
     if run is not None and resume:
@@ -208,15 +224,15 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
             say(f"resuming {run.path} after chunk {start}/{num_chunks}")
 
     t0 = time.time()
-    say(f"compiling a chunk of {config.steps_per_chunk} meta-steps (1-3 minutes on a 2-core CPU for the "
+    say(f"compiling a chunk of {loop.steps_per_chunk} {loop.unit}(s) (1-3 minutes on a 2-core CPU for the "
         f"small presets; XLA may warn about a slow compile meanwhile, which is harmless)...")
     run_chunk = run_chunk.lower(state).compile()
     footprint = budget.compiled_footprint(run_chunk)
-    budget.check_fits(footprint, budget.device_capacity(jax.local_devices()[0]), MEMORY_HINT)
-    sharding.sync_processes("meta_train compiled")  # several processes start the chunk together
-    say(f"compiled in {time.time() - t0:.0f}s ({footprint['bytes'] / budget.GB:.2f} GB per device); meta-training: "
-        f"{num_chunks - start} chunk(s) of {config.steps_per_chunk} meta-steps, "
-        f"{config.env_steps_per_meta_step:,} env steps each")
+    budget.check_fits(footprint, budget.device_capacity(jax.local_devices()[0]), loop.memory_hint)
+    sharding.sync_processes(f"{loop.unit} compiled")  # several processes start the chunk together
+    say(f"compiled in {time.time() - t0:.0f}s ({footprint['bytes'] / budget.GB:.2f} GB per device); "
+        f"{num_chunks - start} chunk(s) of {loop.steps_per_chunk} {loop.unit}(s), "
+        f"{loop.env_steps_per_step:,} env steps each")
     rates: list[float] = []
     clock = [time.time()]
 
@@ -224,31 +240,52 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
         s, m = run_chunk(s)
         m = sharding.to_host(m)
         now = time.time()
-        rates.append(config.env_steps_per_meta_step * config.steps_per_chunk / (now - clock[0]))
+        rates.append(loop.env_steps_per_step * loop.steps_per_chunk / (now - clock[0]))
         clock[0] = now
         return s, m
 
     def records(chunk, metrics):
-        rows = chunk_records(config, chunk, metrics)
+        rows = chunk_records(loop.steps_per_chunk, loop.env_steps_per_step, chunk, metrics)
         rows[-1]["steps_per_second"] = rates[-1]
+        loop.extra_records(rows[-1], metrics)
+        return rows
+
+    on_save = (lambda: loop.plot(run.read_metrics(), run.path / "progress.png")) \
+        if run is not None and is_main else None
+    state = host_loop(
+        run, state, timed_chunk, num_chunks, records, loop.describe(rates),
+        checkpoint_every=loop.checkpoint_every, start_chunk=start, quiet=quiet or not is_main, on_save=on_save,
+    )
+    if run is not None:
+        if is_main:
+            save_rule(run.path / "rule.msgpack", sharding.to_host(loop.rule_params(state)), config.rule)
+        run.close()
+    return state
+
+
+def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, devices: int | None = None,
+               quiet: bool = False, tensorboard: bool = False):
+    """Runs (or resumes) meta-training; returns (final MetaState, trainer).
+
+    Refuses (ValueError, naming the settings to change) when the compiled chunk cannot fit a device.
+    """
+    built = build(config, devices)
+
+    def chunk_final_returns(row: dict, metrics: dict) -> None:
         for name in config.envs:  # return of the lifetimes that ended during this chunk
             counts = np.asarray(metrics[f"{name}/final_returns_count"])
             if counts.sum() > 0:
                 finals = np.asarray(metrics[f"{name}/final_return"])
-                rows[-1][f"{name}/chunk_final_return"] = float((finals * counts).sum() / counts.sum())
-        return rows
+                row[f"{name}/chunk_final_return"] = float((finals * counts).sum() / counts.sum())
 
-    on_save = (lambda: plot_progress(run.read_metrics(), config, run.path / "progress.png")) \
-        if run is not None and is_main else None
-    state = host_loop(
-        run, state, timed_chunk, num_chunks, records, describe(config, rates),
-        checkpoint_every=config.checkpoint_every, start_chunk=start, quiet=quiet or not is_main, on_save=on_save,
+    loop = OuterLoop(
+        unit="meta-step", num_steps=config.num_meta_steps, steps_per_chunk=config.steps_per_chunk,
+        checkpoint_every=config.checkpoint_every, env_steps_per_step=config.env_steps_per_meta_step,
+        rule_params=lambda state: state.rule_params, extra_records=chunk_final_returns,
+        describe=lambda rates: describe(config, rates),
+        plot=lambda rows, path: plot_progress(rows, config, path), memory_hint=MEMORY_HINT,
     )
-    if run is not None:
-        if is_main:
-            save_rule(run.path / "rule.msgpack", sharding.to_host(state.rule_params), config.rule)
-        run.close()
-    return state, trainer
+    return run_outer_loop(loop, config, built, run_dir, resume, quiet, tensorboard), built.trainer
 
 
 @entry_point

@@ -15,7 +15,7 @@ import pytest
 from envs.probe import ContextualBandit
 from experiments.es_train import es_train
 from experiments.presets import ES_PRESETS
-from lpg import evaluate, runs
+from lpg import evaluate
 from lpg.es import ESConfig, make_es_trainer, make_strategy, normalised_fitness
 from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
 from lpg.learner import make_train
@@ -121,22 +121,12 @@ def test_es_improves_the_end_of_lifetime_return_over_the_initial_rule(seed):
     assert after > before + 0.15, (before, after)
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_es_run(tmp_path, monkeypatch):
+def test_kill_and_resume_reproduces_the_uninterrupted_es_run(tmp_path, killed_after_checkpoint):
     config = dataclasses.replace(TINY, num_generations=6, steps_per_chunk=2, checkpoint_every=1)
     full, trainer = es_train(config, str(tmp_path / "full"), quiet=True)
 
-    original_save = runs.RunDir.save
-
-    def save_then_die(self, step, state):
-        original_save(self, step, state)
-        if step == 2:
-            self.checkpoints.wait_until_finished()
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(runs.RunDir, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(2):
         es_train(config, str(tmp_path / "resumed"), quiet=True)
-    monkeypatch.setattr(runs.RunDir, "save", original_save)
     resumed, _ = es_train(config, str(tmp_path / "resumed"), quiet=True)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(full), jax.device_get(resumed))
     rows = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]

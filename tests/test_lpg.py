@@ -20,7 +20,7 @@ from envs.probe import ContextualBandit
 from envs.sources import level_sampler
 from experiments.meta_train import meta_train
 from experiments.presets import META_PRESETS
-from lpg import agents, evaluate, runs, sharding
+from lpg import agents, evaluate, sharding
 from lpg.inner import Hypers
 from lpg.meta import (HyperChoices, MetaConfig, Source, critic_values, init_lifetime, lifetime_window, make_group,
                       make_meta_trainer, sources_for)
@@ -308,24 +308,12 @@ def test_meta_training_improves_lifetime_return_over_the_initial_rule(probe_trai
     assert after > 0.6, (before, after)
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, killed_after_checkpoint, monkeypatch):
     config = dataclasses.replace(TINY, num_meta_steps=6, steps_per_chunk=2, checkpoint_every=1)
     full, _ = meta_train(config, str(tmp_path / "full"), quiet=True)
 
-    saves = []
-    original_save = runs.RunDir.save
-
-    def save_then_die(self, step, state):
-        original_save(self, step, state)
-        saves.append(step)
-        if step == 2:
-            self.checkpoints.wait_until_finished()
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(runs.RunDir, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_checkpoint(2):
         meta_train(config, str(tmp_path / "resumed"), quiet=True)
-    monkeypatch.setattr(runs.RunDir, "save", original_save)
     resumed, _ = meta_train(config, str(tmp_path / "resumed"), quiet=True)
 
     jax.tree.map(np.testing.assert_array_equal, full.rule_params, resumed.rule_params)
