@@ -5,6 +5,7 @@ an untrained rule, as normalised scores with bootstrap intervals.
     python -m experiments.evaluate --rule runs/seed0/rule.msgpack runs/seed1/rule.msgpack runs/seed2/rule.msgpack
     python -m experiments.evaluate --rule RUN/rule.msgpack --envs generated_heldout chain_long Breakout-MinAtar
     python -m experiments.evaluate --rule RUN/rule.msgpack --preset quick     # a first look in a few minutes
+    python -m experiments.evaluate --rule M0/rule.msgpack M1/rule.msgpack ES0/rule.msgpack --labels meta meta ES
 
 Suite (default --envs, `lpg.evaluate.HELDOUT_SUITE`): generated_heldout (generator levels whose
 descriptors no training source and no named grid uses), chain_heldout (delayed chains of 31-50
@@ -12,7 +13,8 @@ steps, longer than any chain_short), Catch-bsuite and DeepSea-bsuite (gymnax, ne
 meta-training; why DeepSea: see lpg/evaluate.py). Any other environment name works too. A rule
 whose RUN_DIR/config.json lists a meta-training source that overlaps the suite gets a warning.
 
---rule takes one rule per meta-seed. On every environment, --levels levels x --seeds seeds of
+--rule takes one rule per meta-seed; --labels names the method of each (rules sharing a name are
+pooled), to compare methods side by side on the same levels. On every environment, --levels levels x --seeds seeds of
 fresh agents (a single-level environment: --levels groups of --seeds lifetimes) are trained by
 A2C and an untrained rule (a fresh `init_rule` of the first rule's RuleConfig), once, and by
 each rule. Every learner picks its learning rate per environment, from a candidate set of the
@@ -210,6 +212,9 @@ def parse_args(argv=None):
     parser = Parser(__doc__)
     parser.add_argument("--rule", nargs="+", required=True, metavar="RULE",
                         help="rules written by meta-training (RUN_DIR/rule.msgpack), one per meta-seed")
+    parser.add_argument("--labels", nargs="+", metavar="NAME",
+                        help="a name per rule, to compare methods: rules that share a name are meta-seeds of one "
+                             "method, reported as NAME #k and pooled as NAME (pooled) (default: LPG for every rule)")
     add_settings_args(parser, EVAL_PRESETS, "heldout", EVAL_HELP,
                       run_dir_help="output folder (default: the first rule's RUN_DIR/eval); a rerun with the same "
                                    "settings resumes after the environments already done")
@@ -220,6 +225,13 @@ def parse_args(argv=None):
     for i, rule in enumerate(args.rule):
         check_rule_and_envs(rule, args.envs if i == 0 else [])
     args.rule = [Path(r) for r in args.rule]
+    args.labels = args.labels or ["LPG"] * len(args.rule)
+    if len(args.labels) != len(args.rule):
+        fail(f"--labels gives {len(args.labels)} name(s) for {len(args.rule)} rule(s); give one name per rule")
+    reserved = [n for n in args.labels if n in (A2C, UNTRAINED) or n.endswith("(pooled)") or not n.strip()]
+    if reserved:
+        fail(f"--labels {reserved[0]!r} is not allowed: names must be non-empty and not {A2C!r}, "
+             f"{UNTRAINED!r} or end in '(pooled)'")
     config = run_config(args.rule[0])
     for flag, key in (("updates", "lifetime_updates"), ("num_envs", "num_envs"), ("rollout_len", "rollout_len")):
         if getattr(args, flag) is None:
@@ -259,13 +271,22 @@ def run_warnings(args) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ the run
-def labels_for(rules: list[Path]) -> list[str]:
-    return ["LPG"] if len(rules) == 1 else [f"LPG #{i + 1}" for i in range(len(rules))]
+def labels_for(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Each rule's label, and the pooled groups: rules that share a name are meta-seeds of one
+    method, labelled `NAME #k` and pooled as `NAME (pooled)`; a name given once is its own label."""
+    seen = {name: 0 for name in names}
+    labels = []
+    for name in names:
+        seen[name] += 1
+        labels.append(name if names.count(name) == 1 else f"{name} #{seen[name]}")
+    pooled = {f"{name} (pooled)": [label for label, n in zip(labels, names) if n == name]
+              for name in seen if names.count(name) > 1}
+    return labels, pooled
 
 
 def evaluate(args) -> dict:
     loaded = [load_rule(rule) for rule in args.rule]
-    labels = labels_for(args.rule)
+    labels, pooled = labels_for(args.labels)
     rules = [ev_lib.RuleUnderTest(label, params, config, rates)
              for label, (params, config), rates in zip(labels, loaded, args.lpg_rates)]
     first_config = loaded[0][1]
@@ -278,7 +299,6 @@ def evaluate(args) -> dict:
         log(text)
     for text in warnings:
         log(f"WARNING: {text}")
-    pooled = {"LPG (pooled)": labels} if len(labels) > 1 else {}
     results = {
         "command": "python -m experiments.evaluate " + " ".join(args.argv),
         "rules": {label: str(rule) for label, rule in zip(labels, args.rule)},
@@ -494,15 +514,20 @@ def summary(results: dict) -> str:
 def colours(results: dict) -> dict[str, Any]:
     import matplotlib
 
-    blues = matplotlib.colormaps["Blues"]
-    rules = list(results["rules"])
-    table = {label: blues(0.45 + 0.4 * i / max(len(rules) - 1, 1)) for i, label in enumerate(rules)}
-    table.update({label: "navy" for label in results["pooled"]})
+    # One colour map per method (a pooled group or a single rule): its seeds in shades, its pool darkest.
+    methods = {**results["pooled"]}
+    methods.update({label: [label] for label in results["rules"]
+                    if not any(label in members for members in results["pooled"].values())})
+    table = {}
+    for m, (group, members) in enumerate(methods.items()):
+        cmap = matplotlib.colormaps[("Blues", "Greens", "Purples", "Reds", "YlOrBr", "Greys")[m % 6]]
+        table.update({label: cmap(0.45 + 0.35 * i / max(len(members) - 1, 1)) for i, label in enumerate(members)})
+        table[group] = cmap(0.95)
     table.update({A2C: "tab:orange", UNTRAINED: "tab:gray"})
     return table
 
 
-def _errorbars(points, cis):
+def errorbars(points, cis):
     points = np.array([np.nan if p is None else p for p in points], float)
     low = np.array([np.nan if c is None or c[0] is None else c[0] for c in cis], float)
     high = np.array([np.nan if c is None or c[1] is None else c[1] for c in cis], float)
@@ -520,14 +545,14 @@ def plot_suite(results: dict, out: Path) -> Path:
     fig, (ax_iqm, ax_env) = plt.subplots(1, 2, figsize=(4 + 1.2 * len(names) * len(order) / 4, 4.2),
                                          gridspec_kw={"width_ratios": [1, max(len(names), 1.5)]})
     scores = results["suite_scores"]
-    points, err = _errorbars([scores[k]["iqm"] for k in order], [scores[k]["iqm_ci95"] for k in order])
+    points, err = errorbars([scores[k]["iqm"] for k in order], [scores[k]["iqm_ci95"] for k in order])
     ax_iqm.bar(range(len(order)), np.nan_to_num(points), yerr=err, color=[colour[k] for k in order], capsize=3)
     ax_iqm.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
     ax_iqm.set_title("whole suite: IQM over levels", fontsize=9)
     width = 0.8 / len(order)
     for j, label in enumerate(order):
         reps = [results["envs"][n]["learners"][label] for n in names]
-        points, err = _errorbars([r["score_mean"] for r in reps], [r["score_ci95"] for r in reps])
+        points, err = errorbars([r["score_mean"] for r in reps], [r["score_ci95"] for r in reps])
         ax_env.bar(np.arange(len(names)) + (j - (len(order) - 1) / 2) * width, np.nan_to_num(points), width,
                    yerr=err, color=colour[label], label=label, capsize=2)
     ax_env.set_xticks(range(len(names)), names, fontsize=8)

@@ -92,6 +92,18 @@ def a2c_loss(apply_fn, params, traj: Trajectory, config: A2CConfig):
     return loss, {"loss": loss, "pg_loss": pg_loss, "value_loss": value_loss, "entropy": entropy}
 
 
+def actor_critic_policy(network):
+    """The engine's policy for an actor-critic network (A2C, PPO): samples a ~ softmax(logits) and
+    records the logits and v(o) it acted with in `policy_out`."""
+
+    def policy_fn(params, carry, timestep: Timestep, key):
+        logits, value = network.apply(params, timestep.obs)
+        action = distrax.Categorical(logits=logits).sample(seed=key)
+        return action, {"logits": logits, "value": value[0]}, carry
+
+    return policy_fn
+
+
 @struct.dataclass
 class A2CState:
     params: Any
@@ -112,11 +124,6 @@ def make_a2c(env, env_params, config: A2CConfig = A2CConfig(), learning_rate=Non
         params = network.init(key, obs0)
         return A2CState(params, optimizer.init(params))
 
-    def policy_fn(params, carry, timestep: Timestep, key):
-        logits, value = network.apply(params, timestep.obs)
-        action = distrax.Categorical(logits=logits).sample(seed=key)
-        return action, {"logits": logits, "value": value[0]}, carry
-
     def batch_loss(params, traj):
         losses, metrics = jax.vmap(a2c_loss, in_axes=(None, None, 1, None))(
             network.apply, params, traj, config
@@ -128,4 +135,5 @@ def make_a2c(env, env_params, config: A2CConfig = A2CConfig(), learning_rate=Non
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return A2CState(optax.apply_updates(state.params, updates), opt_state), metrics
 
-    return Learner(init=init, policy_fn=policy_fn, policy_params=lambda s: s.params, update=update)
+    return Learner(init=init, policy_fn=actor_critic_policy(network), policy_params=lambda s: s.params,
+                   update=update)

@@ -10,7 +10,7 @@ import pytest
 
 from envs.levels import NAMED_DESCRIPTORS, LevelDistribution, _descriptor_table, is_heldout, make_named_grid
 from envs.sources import level_sampler
-from experiments import analyse_y, evaluate as evaluate_cmd
+from experiments import analyse_y, evaluate as evaluate_cmd, lifetime_lengths
 from lpg import evaluate
 from lpg.update_rule import RuleConfig, init_rule, save_rule
 
@@ -141,6 +141,20 @@ def test_default_output_is_beside_the_rule_but_never_inside_results(tiny_rule, m
     assert evaluate_cmd.parse_args(["--rule", str(tiny_rule), "--out", "x"]).out.name == "x"
 
 
+
+def test_labels_name_methods_and_pool_each_methods_seeds(tiny_rule, capsys):
+    labels, pooled = evaluate_cmd.labels_for(["meta", "ES", "meta"])
+    assert labels == ["meta #1", "ES", "meta #2"] and pooled == {"meta (pooled)": ["meta #1", "meta #2"]}
+    assert evaluate_cmd.labels_for(["LPG"]) == (["LPG"], {})
+    assert evaluate_cmd.labels_for(["LPG", "LPG"])[1] == {"LPG (pooled)": ["LPG #1", "LPG #2"]}  # the default
+    args = evaluate_cmd.parse_args(["--rule", str(tiny_rule), str(tiny_rule), "--labels", "a", "b"])
+    assert args.labels == ["a", "b"]
+    for labels, message in ((["a"], "1 name(s) for 2 rule(s)"), (["A2C", "b"], "'A2C' is not allowed")):
+        with pytest.raises(SystemExit):
+            evaluate_cmd.parse_args(["--rule", str(tiny_rule), str(tiny_rule), "--labels", *labels])
+        assert message in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ commands
 @pytest.fixture(scope="module")
 def tiny_rule(tmp_path_factory):
@@ -247,3 +261,37 @@ def test_analyse_y_command_end_to_end(tiny_rule, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         analyse_y.main(argv + ["--set", "pairs=2"])
     assert exit_info.value.code == 2 and "pairs: 3 there, 2 here" in capsys.readouterr().err
+
+
+def test_lifetime_lengths_command_is_evaluate_at_each_length(tmp_path, capsys):
+    rules = []
+    for name, config in (("plain", RuleConfig(hidden=8, y_size=4)),
+                         ("cond", RuleConfig(hidden=8, y_size=4, lifetime_inputs=True))):
+        path = tmp_path / name / "rule.msgpack"
+        path.parent.mkdir()
+        save_rule(path, init_rule(config, jax.random.PRNGKey(0)), config)
+        (path.parent / "config.json").write_text(json.dumps({"envs": ["chain_short"], "lifetime_updates": 4}))
+        rules.append(str(path))
+    flags = ["--rule", *rules, "--labels", "plain", "n/N", "--envs", "chain_heldout", "--seeds", "2", "--levels", "2",
+             "--num-envs", "2", "--rollout-len", "50", "--curve-points", "2", "--bootstrap", "100",
+             "--lpg-lrs", "20", "--a2c-lrs", "20"]
+    lifetime_lengths.main(["--lengths", "6", "2", *flags])
+    out = tmp_path / "plain" / "lifetime_lengths"  # beside the first rule
+    sweep = json.loads((out / "results.json").read_text())
+    assert sweep["lengths"] == [2, 6]
+    # Each length is exactly the evaluation command run at that length.
+    evaluate_cmd.main([*flags, "--updates", "2", "--out", str(tmp_path / "direct")])
+    direct = json.loads((tmp_path / "direct" / "results.json").read_text())
+    per_length = json.loads((out / "updates_2" / "results.json").read_text())
+    for results in (per_length, direct):
+        results["envs"]["chain_heldout"].pop("seconds")
+    assert per_length["lifetime"]["num_updates"] == 2 and per_length["envs"] == direct["envs"]
+    assert sweep["suite_scores"]["2"] == direct["suite_scores"]
+    assert json.loads((out / "updates_6" / "results.json").read_text())["lifetime"]["num_updates"] == 6
+    text = (out / "summary.md").read_text()
+    iqm = direct["suite_scores"]["n/N"]["iqm"]
+    assert f"| n/N | 4 | {evaluate_cmd.fmt_ci(iqm, direct['suite_scores']['n/N']['iqm_ci95'])} |" in text
+    assert (out / "lengths.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        lifetime_lengths.main(["--lengths", "2", *flags, "--updates", "3"])
+    assert "--lengths gives each evaluation's updates" in capsys.readouterr().err
