@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -157,7 +158,7 @@ def analyse(args) -> dict:
     agreement = agreement_check(ev, mdp, rule_config, {"learned rule": rule_params, "untrained rule": untrained},
                                 reachable, args, kl)
     results = {
-        "command": "python -m experiments.analyse_y " + " ".join(args.argv),
+        "command": "python -m experiments.analyse_y " + shlex.join(args.argv),
         "rule": str(args.rule), "rule_config": dataclasses.asdict(rule_config), "env": args.env,
         "training_discount": args.discount, "eval_discounts": discounts,
         "settings": {k: v for k, v in vars(args).items() if k not in ("argv", "out", "rule")},

@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -300,7 +301,7 @@ def evaluate(args) -> dict:
     for text in warnings:
         log(f"WARNING: {text}")
     results = {
-        "command": "python -m experiments.evaluate " + " ".join(args.argv),
+        "command": "python -m experiments.evaluate " + shlex.join(args.argv),
         "rules": {label: str(rule) for label, rule in zip(labels, args.rule)},
         "rule_configs": {label: dataclasses.asdict(c) for label, (_, c) in zip(labels, loaded)},
         "untrained_rule": {"config_of": labels[0], "seed": args.untrained_seed},

@@ -21,6 +21,7 @@ never under the committed results/ unless --out says so.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -39,9 +40,10 @@ def parse_args(argv=None):
         fail(f"--lengths {args.lengths}: give distinct lengths, each >= 1 agent update")
     if any(token.split("=")[0] in ("--updates", "updates") for token in rest):
         fail("--updates (or --set updates=...) is not taken here: --lengths gives each evaluation's updates")
-    if "--rule" not in rest or rest.index("--rule") + 1 == len(rest):
+    at = next((i for i, token in enumerate(rest) if token == "--rule" or token.startswith("--rule=")), None)
+    if at is None or (rest[at] == "--rule" and at + 1 == len(rest)):
         fail("--rule is required: the rules to evaluate (RUN_DIR/rule.msgpack), as for experiments.evaluate")
-    first_rule = Path(rest[rest.index("--rule") + 1])
+    first_rule = Path(rest[at].split("=", 1)[1] if "=" in rest[at] else rest[at + 1])
     args.out = output_dir(args, first_rule.parent / "lifetime_lengths", evaluate_cmd.RESULTS_DIR)
     args.evaluations = {n: evaluate_cmd.parse_args([*rest, "--updates", str(n), "--out", str(args.out / f"updates_{n}")])
                         for n in sorted(args.lengths)}
@@ -111,11 +113,11 @@ def plot(by_length: dict[int, dict], out: Path) -> Path:
     return path
 
 
-def summary(by_length: dict[int, dict], argv: list[str]) -> str:
+def summary(by_length: dict[int, dict], command: str) -> str:
     first = next(iter(by_length.values()))
     return "\n".join([
         "# Rules at other lifetime lengths", "",
-        f"Command: `python -m experiments.lifetime_lengths {' '.join(argv)}`", "",
+        f"Command: `{command}`", "",
         "Rules: " + ", ".join(f"{label} = `{path}`" for label, path in first["rules"].items()), "",
         "Each length is a whole evaluation (`updates_<N>/summary.md`): every learner's learning rate "
         "selected at that length on separate seeds; 0 = random policy, 1 = optimal or best A2C at that length. "
@@ -135,10 +137,11 @@ def main(argv=None):
         except FileNotFoundError as e:
             fail(str(e))
         evaluate_cmd.write_outputs(by_length[n], eargs.out)
-    text = summary(by_length, args.argv)
+    command = "python -m experiments.lifetime_lengths " + shlex.join(args.argv)
+    text = summary(by_length, command)
     (args.out / "summary.md").write_text(text)
     (args.out / "results.json").write_text(json.dumps(
-        {"command": "python -m experiments.lifetime_lengths " + " ".join(args.argv),
+        {"command": command,
          "lengths": list(by_length), "suite_scores": {n: r["suite_scores"] for n, r in by_length.items()}}, indent=1) + "\n")
     plot(by_length, args.out)
     print(text)

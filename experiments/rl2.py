@@ -15,6 +15,7 @@ belief analysis on held-out tasks from `analysis.eval_seed`, never the training 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -151,7 +152,7 @@ def main(argv=None):
         summary, _ = evaluate(suite, config.agent, params, config.analysis)
     else:
         summary = analyse(suite, config.agent, params, config.analysis, out_dir)
-    command = "python -m experiments.rl2 " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m experiments.rl2 " + shlex.join(argv if argv is not None else sys.argv[1:])
     summary.update(preset=args.preset, trained_updates=updates, config=runs.config_to_dict(config),
                    train_seconds_this_invocation=train_seconds, command=command)
     write_report(summary, out_dir, report_header(summary, args.preset, command))
