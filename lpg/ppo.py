@@ -106,26 +106,26 @@ def make_ppo(env, env_params, config: PPOConfig = PPOConfig(), learning_rate=Non
             network.apply, params, traj, adv, g, config)
         return losses.mean(), jax.tree.map(jnp.mean, metrics)
 
-    def minibatch_step(carry, streams):
-        params, opt_state, traj, adv, g = carry
-        take = lambda x: jnp.take(x, streams, axis=1)  # noqa: E731
-        grads, metrics = jax.grad(minibatch_loss, has_aux=True)(
-            params, jax.tree.map(take, traj), take(adv), take(g))
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, traj, adv, g), metrics
-
     def update(state: PPOState, traj: Trajectory):
         # Advantages and returns once, from the values the streams acted with.
         _, v_tp1 = jax.vmap(jax.vmap(lambda o: network.apply(state.params, o)))(traj.next_obs)
         g = jax.vmap(lambda t, v: lambda_returns(t, v, config.discount, config.gae_lambda), in_axes=(1, 1), out_axes=1)(
             traj, v_tp1[..., 0])
         adv = g - traj.policy_out["value"]
+
+        def minibatch_step(carry, streams):
+            params, opt_state = carry
+            take = lambda x: jnp.take(x, streams, axis=1)  # noqa: E731
+            grads, metrics = jax.grad(minibatch_loss, has_aux=True)(
+                params, jax.tree.map(take, traj), take(adv), take(g))
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), metrics
+
         key, k_epochs = jax.random.split(state.key)
         orders = jax.vmap(lambda k: jax.random.permutation(k, config.num_envs))(
             jax.random.split(k_epochs, config.epochs))
-        (params, opt_state, *_), metrics = jax.lax.scan(
-            minibatch_step, (state.params, state.opt_state, traj, adv, g),
-            orders.reshape(config.epochs * config.minibatches, size))
+        (params, opt_state), metrics = jax.lax.scan(
+            minibatch_step, (state.params, state.opt_state), orders.reshape(config.epochs * config.minibatches, size))
         return PPOState(params, opt_state, key), jax.tree.map(jnp.mean, metrics)
 
     return Learner(init=init, policy_fn=actor_critic_policy(network), policy_params=lambda s: s.params,
