@@ -197,6 +197,21 @@ def add_common_args(parser: argparse.ArgumentParser, presets: Mapping[str, Any],
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """`--devices` and `--distributed`, for the trainers that shard over devices; see `start_devices`."""
+    parser.add_argument("--devices", type=int, default=None, help="number of local devices to shard over (default all)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="join jax.distributed (multi-host); set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID")
+
+
+def start_devices(args: argparse.Namespace) -> None:
+    """Joins jax.distributed when `--distributed` was given (before anything touches the devices)."""
+    if args.distributed:
+        from lpg import sharding
+
+        sharding.initialize_distributed()
+
+
 # ------------------------------------------------------------------------------ analysis commands
 def _flag_type(field: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
     """(argparse type, nargs) of a settings field, from its default or its annotation."""

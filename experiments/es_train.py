@@ -23,7 +23,8 @@ if __name__ == "__main__" and "--distributed" in sys.argv[1:]:
 import jax
 import numpy as np
 
-from experiments.cli import Parser, add_common_args, apply_overrides, entry_point, fail, pick_preset
+from experiments.cli import (Parser, add_common_args, add_device_args, apply_overrides, entry_point, fail,
+                             pick_preset, start_devices)
 from experiments.meta_train import Built, OuterLoop, run_outer_loop
 from experiments.presets import ES_PRESETS
 from lpg import sharding
@@ -110,12 +111,9 @@ def es_train(config: ESConfig, run_dir: str | None, resume: bool = True, devices
 def main(argv=None):
     parser = Parser(__doc__)
     add_common_args(parser, ES_PRESETS, default="tiny")
-    parser.add_argument("--devices", type=int, default=None, help="number of local devices to shard over (default all)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="join jax.distributed (multi-host); set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID")
+    add_device_args(parser)
     args = parser.parse_args(argv)
-    if args.distributed:
-        sharding.initialize_distributed()
+    start_devices(args)
     try:
         config = apply_overrides(pick_preset(ES_PRESETS, args.preset), args.set)
         sources_for(config.envs)  # unknown names fail here, before anything is compiled

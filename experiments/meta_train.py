@@ -28,7 +28,8 @@ if __name__ == "__main__" and "--distributed" in sys.argv[1:]:
 import jax
 import numpy as np
 
-from experiments.cli import Parser, add_common_args, apply_overrides, entry_point, fail, pick_preset
+from experiments.cli import (Parser, add_common_args, add_device_args, apply_overrides, entry_point, fail,
+                             pick_preset, start_devices)
 from experiments.presets import META_PRESETS
 from lpg import budget, sharding
 from lpg.meta import MetaConfig, make_meta_trainer, sources_for
@@ -292,15 +293,12 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
 def main(argv=None):
     parser = Parser(__doc__)
     add_common_args(parser, META_PRESETS, default="quick")
-    parser.add_argument("--devices", type=int, default=None, help="number of local devices to shard over (default all)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="join jax.distributed (multi-host); set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID")
+    add_device_args(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="compile one meta-step, print its memory per device, XLA flops and measured seconds "
                              "(projected to the whole run), write nothing, and exit (2 if it cannot fit)")
     args = parser.parse_args(argv)
-    if args.distributed:
-        sharding.initialize_distributed()
+    start_devices(args)
     try:
         config = apply_overrides(pick_preset(META_PRESETS, args.preset), args.set)
         sources_for(config.envs)  # unknown names fail here, before anything is compiled

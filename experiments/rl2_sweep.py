@@ -30,7 +30,7 @@ from experiments.rl2 import PRESETS as RL2_PRESETS
 from experiments.rl2 import EnvConfig, Experiment, make_suite
 from lpg import rl2, runs
 from lpg.config import validate
-from lpg.rl2_analysis import AnalysisConfig, evaluate
+from lpg.rl2_analysis import evaluate
 
 ENV_FIELDS = tuple(f.name for f in dataclasses.fields(EnvConfig) if f.name != "name")
 COLLAPSE_ENTROPY = rl2.DETERMINISTIC_ENTROPY  # a final training entropy below this ...

@@ -7,10 +7,10 @@ import numpy as np
 
 import envs
 from envs import planning
-from lpg import evaluate
 from lpg.a2c import A2CConfig, a2c_loss, lambda_returns, make_a2c
 from lpg.agents import make_agent
 from lpg.rollout import Trajectory
+from tests.helpers import final_returns
 
 
 def _traj(r, term, trunc):
@@ -47,14 +47,6 @@ def test_a2c_loss_agrees_jitted_and_unjitted():
     chex.assert_trees_all_close(plain, jitted, rtol=1e-5)
 
 
-def _final_return(name, config, updates, seeds=2):
-    env, params = envs.make(name)
-    lc = evaluate.LifetimeConfig(num_updates=updates, num_envs=config.num_envs, rollout_len=config.rollout_len,
-                                 num_seeds=seeds)
-    metrics = evaluate.run_lifetimes(env, params, make_a2c(env, params, config), lc, jax.random.PRNGKey(0))
-    return evaluate.summarise(metrics, lc)["final"], env, params
-
-
 def _random_return(env, params):
     mdp = planning.tabular_mdp(env, params)
     S, A = mdp.R.shape
@@ -62,7 +54,7 @@ def _random_return(env, params):
 
 
 def test_a2c_learns_the_tabular_dense_grid():
-    final, env, params = _final_return("tabular_dense", A2CConfig(learning_rate=20.0), updates=300)
+    final, env, params = final_returns("tabular_dense", make_a2c, A2CConfig(learning_rate=20.0), updates=300)
     optimal = planning.optimal_episode_return(env, params, 0.99)
     random = _random_return(env, params)
     assert optimal > 40 and random < 1
@@ -71,7 +63,7 @@ def test_a2c_learns_the_tabular_dense_grid():
 
 
 def test_a2c_learns_a_delayed_chain():
-    final, env, params = _final_return("chain_short", A2CConfig(learning_rate=20.0), updates=60)
+    final, env, params = final_returns("chain_short", make_a2c, A2CConfig(learning_rate=20.0), updates=60)
     assert planning.optimal_episode_return(env, params, 0.99) == 1.0
     assert abs(_random_return(env, params)) < 1e-6
     assert final.min() > 0.9, final

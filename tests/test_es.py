@@ -21,6 +21,7 @@ from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
 from lpg.learner import make_train
 from lpg.meta import HyperChoices, sources_for
 from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule, load_rule
+from tests.helpers import probe_bandit_return
 
 TINY = ES_PRESETS["tiny"]
 
@@ -93,16 +94,6 @@ def test_fitness_is_per_level_normalised_and_a_non_finite_member_ranks_last():
     assert float(shaped[2]) == pytest.approx(0.5)  # the largest value to a minimiser: last
 
 
-def _probe_return(rule_params, rule_config, seed):
-    env = ContextualBandit(num_states=4, num_actions=3)
-    params = env.sample_params(jax.random.PRNGKey(100 + seed))
-    hypers = Hypers(*(jnp.float32(x) for x in (0.9, 1.0, 0.5, 0.01, 40)))
-    learner = evaluate.lpg_learner(env, params, rule_params, rule_config, hypers)
-    cfg = evaluate.LifetimeConfig(num_updates=40, num_envs=8, rollout_len=4, num_seeds=4)
-    metrics = evaluate.run_lifetimes(env, params, learner, cfg, jax.random.PRNGKey(seed))
-    return float(evaluate.summarise(metrics, cfg)["final"].mean())
-
-
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])  # about 45 s each
 def test_es_improves_the_end_of_lifetime_return_over_the_initial_rule(seed):
     config = ESConfig(envs=("probe",), num_envs=8, rollout_len=4, lifetime_updates=40, score_updates=4,
@@ -115,8 +106,8 @@ def test_es_improves_the_end_of_lifetime_return_over_the_initial_rule(seed):
     before_params = trainer.rule_params(state)
     for _ in range(40):
         state, metrics = step(state)
-    before = _probe_return(before_params, config.rule, seed)
-    after = _probe_return(trainer.rule_params(state), config.rule, seed)
+    before = probe_bandit_return(before_params, config.rule, seed)
+    after = probe_bandit_return(trainer.rule_params(state), config.rule, seed)
     # Optimal expected return 0.9, uniform policy 0.367: demand a clear gain.
     assert after > before + 0.15, (before, after)
 

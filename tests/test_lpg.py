@@ -16,7 +16,6 @@ from gymnax.environments import environment, spaces
 
 from envs import planning
 from envs.chain import DelayedChain, make_chain
-from envs.probe import ContextualBandit
 from envs.sources import level_sampler
 from experiments.meta_train import meta_train
 from experiments.presets import META_PRESETS
@@ -25,6 +24,7 @@ from lpg.inner import Hypers
 from lpg.meta import (HyperChoices, MetaConfig, Source, critic_values, init_lifetime, lifetime_window, make_group,
                       make_meta_trainer, sources_for)
 from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule, load_rule
+from tests.helpers import probe_bandit_return
 
 TINY = META_PRESETS["tiny"]
 PROBE_HYPERS = HyperChoices(discounts=(0.9,), learning_rates=(1.0,), alpha_ys=(0.5,), entropy_costs=(0.01,))
@@ -284,16 +284,6 @@ def test_a_non_finite_lifetime_is_reset_and_left_out_while_the_others_update_the
     assert float(metrics["probe/grad_norm"]) != pytest.approx(float(clean["probe/grad_norm"]), rel=1e-4)
 
 
-def _final_return(rule_params, rule_config, seed):
-    env = ContextualBandit(num_states=4, num_actions=3)
-    params = env.sample_params(jax.random.PRNGKey(100 + seed))
-    hypers = Hypers(*(jnp.float32(x) for x in (0.9, 1.0, 0.5, 0.01, 100)))
-    learner = evaluate.lpg_learner(env, params, rule_params, rule_config, hypers)
-    cfg = evaluate.LifetimeConfig(num_updates=40, num_envs=8, rollout_len=4, num_seeds=4)
-    metrics = evaluate.run_lifetimes(env, params, learner, cfg, jax.random.PRNGKey(seed))
-    return float(evaluate.summarise(metrics, cfg)["final"].mean())
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_meta_training_improves_lifetime_return_over_the_initial_rule(probe_trainer, seed):
     config, trainer, step = probe_trainer
@@ -301,8 +291,8 @@ def test_meta_training_improves_lifetime_return_over_the_initial_rule(probe_trai
     trained = state
     for _ in range(150):
         trained, _ = step(trained)
-    before = _final_return(state.rule_params, config.rule, seed)
-    after = _final_return(trained.rule_params, config.rule, seed)
+    before = probe_bandit_return(state.rule_params, config.rule, seed)
+    after = probe_bandit_return(trained.rule_params, config.rule, seed)
     # Optimal expected return 0.9, uniform policy 0.367: demand a clear gain.
     assert after > before + 0.15, (before, after)
     assert after > 0.6, (before, after)

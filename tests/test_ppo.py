@@ -8,11 +8,11 @@ import pytest
 
 import envs
 from envs import planning
-from lpg import evaluate
 from lpg import rollout as engine
 from lpg.a2c import A2CConfig, A2CState, make_a2c, make_optimizer
 from lpg.agents import make_agent
 from lpg.ppo import PPOConfig, PPOState, make_ppo
+from tests.helpers import final_returns
 
 
 @pytest.mark.parametrize("name, optimizer, lr", [("chain_short", "sgd", 20.0), ("Catch-bsuite", "adam", 1e-2)])
@@ -58,22 +58,14 @@ def test_more_epochs_move_the_policy_further_but_the_clip_bounds_it():
     assert kl["8 epochs, tight clip"] < 0.5 * kl["8 epochs"], kl
 
 
-def _final(name, learner_fn, config, updates, seeds=3):
-    env, params = envs.make(name)
-    lifetime = evaluate.LifetimeConfig(num_updates=updates, num_envs=config.num_envs,
-                                       rollout_len=config.rollout_len, num_seeds=seeds)
-    metrics = evaluate.run_lifetimes(env, params, learner_fn(env, params, config), lifetime, jax.random.PRNGKey(0))
-    return np.asarray(evaluate.summarise(metrics, lifetime)["final"]), env, params
-
-
 def test_ppo_learns_a_delayed_chain():
     config = PPOConfig(num_envs=32, rollout_len=20, learning_rate=5.0, optimizer="sgd", max_grad_norm=None)
-    final, env, params = _final("chain_short", make_ppo, config, updates=60)
+    final, env, params = final_returns("chain_short", make_ppo, config, updates=60, seeds=3)
     assert planning.optimal_episode_return(env, params, 0.99) == 1.0
     assert final.min() > 0.9, final
 
 
 def test_ppo_learns_catch():
     config = PPOConfig(num_envs=32, rollout_len=20, learning_rate=3e-3)
-    final, _, _ = _final("Catch-bsuite", make_ppo, config, updates=150)
+    final, _, _ = final_returns("Catch-bsuite", make_ppo, config, updates=150, seeds=3)
     assert final.min() > 0.6, final  # random -0.6, optimal 1
