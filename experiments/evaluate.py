@@ -19,11 +19,16 @@ fresh agents (a single-level environment: --levels groups of --seeds lifetimes) 
 A2C and an untrained rule (a fresh `init_rule` of the first rule's RuleConfig), once, and by
 each rule. Every learner picks its learning rate per environment, from a candidate set of the
 same size as every other learner's, by the best mean score on selection lifetimes (same levels,
-seeds disjoint from the reported ones); the reported lifetimes are fresh. Candidates: LPG tables
+seeds disjoint from the reported ones); the reported lifetimes are fresh (a learner given one
+candidate runs no selection lifetimes; where 1 is the best A2C, it is then A2C's reported
+lifetimes, which score 1 by construction). Candidates: LPG tables
 (SGD on the mean loss) the rule's meta-training rates (config.json hypers.learning_rates, else
 20 40 80), LPG networks (Adam) hypers.network_learning_rates, else 2e-3 5e-3 1e-2 2e-2; A2C tables
 10 20 40, A2C networks 2e-3 5e-3 1e-2 2e-2 (spread geometrically over the same range when LPG's set
-has another size and A2C's was not given). Lifetimes default to the meta-training lifetimes
+has another size and A2C's was not given). `--baselines A2C PPO` adds PPO (lpg/ppo.py, with A2C's
+network, optimiser, γ, λ and costs; 4 epochs x 4 minibatches, clip 0.2), chosen the same way from
+tables 2.5 5 10, networks 5e-4 1e-3 2e-3 5e-3 (or --ppo-lrs / --ppo-lrs-network); scores stay
+normalised to the optimum or the best A2C. Lifetimes default to the meta-training lifetimes
 (config.json lifetime_updates, num_envs, rollout_len), else 250 updates x 32 envs x 20 steps.
 
 Scores: 0 = the uniform random policy, 1 = the optimal policy (exact planning where the level has
@@ -66,12 +71,13 @@ from experiments.presets import A2C_PRESETS
 from lpg import evaluate as ev_lib
 from lpg.a2c import A2CConfig
 from lpg.config import validate
+from lpg.ppo import PPOConfig
 from lpg.runs import config_differences
 from lpg.update_rule import init_rule, load_rule
 
 DEFAULT_LIFETIME = {"lifetime_updates": 250, "num_envs": 32, "rollout_len": 20}
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"  # committed results: written only when --out says so
-A2C, UNTRAINED = "A2C", "untrained rule"
+A2C, PPO, UNTRAINED = "A2C", "PPO", "untrained rule"
 
 
 def log(text: str) -> None:
@@ -103,11 +109,21 @@ def a2c_config(tabular: bool) -> A2CConfig:
     return A2C_PRESETS["quick"][1] if tabular else dataclasses.replace(A2C_PRESETS["random_small"][1], agent="auto")
 
 
+def ppo_config(a2c: A2CConfig) -> PPOConfig:
+    """PPO with A2C's agent, optimiser, discount, λ and costs, and PPO's own defaults (4 epochs x 4
+    minibatches, clip 0.2, normalised advantages, max grad norm 0.5)."""
+    return PPOConfig(discount=a2c.discount, gae_lambda=a2c.gae_lambda, optimizer=a2c.optimizer, agent=a2c.agent,
+                     hidden=a2c.hidden, entropy_cost=a2c.entropy_cost, value_cost=a2c.value_cost)
+
+
 def settings_for(ev: ev_lib.EvalEnv, args) -> ev_lib.AgentSettings:
     if ev.tabular:
-        return ev_lib.AgentSettings("tabular", "sgd", args.discount, args.alpha_y, a2c_config(True))
-    a2c = dataclasses.replace(a2c_config(False), hidden=args.hidden)  # the same network as LPG's agents
-    return ev_lib.AgentSettings("auto", "adam", args.discount, args.alpha_y, a2c, hidden=args.hidden)
+        a2c = a2c_config(True)
+        settings = ev_lib.AgentSettings("tabular", "sgd", args.discount, args.alpha_y, a2c)
+    else:
+        a2c = dataclasses.replace(a2c_config(False), hidden=args.hidden)  # the same network as LPG's agents
+        settings = ev_lib.AgentSettings("auto", "adam", args.discount, args.alpha_y, a2c, hidden=args.hidden)
+    return dataclasses.replace(settings, ppo=ppo_config(a2c) if PPO in args.baselines else None)
 
 
 def format_cell(report: dict) -> str:
@@ -130,17 +146,22 @@ def rule_learning_rates(rule_path: Path, args) -> ev_lib.LearningRates:
         network=pick(args.lpg_lrs_network, "network_learning_rates", ev_lib.LPG_LEARNING_RATES.network))
 
 
-def a2c_learning_rates(lpg: ev_lib.LearningRates, args) -> tuple[ev_lib.LearningRates, list[str]]:
-    """A2C candidates: the flags, else the defaults, spread over the defaults' range to LPG's set size."""
+BASELINE_RATES = {A2C: ("a2c", ev_lib.A2C_LEARNING_RATES), PPO: ("ppo", ev_lib.PPO_LEARNING_RATES)}
+
+
+def baseline_learning_rates(name: str, lpg: ev_lib.LearningRates, args) -> tuple[ev_lib.LearningRates, list[str]]:
+    """A baseline's (A2C's, PPO's) candidates: its flags, else its defaults, spread over the
+    defaults' range to LPG's set size."""
+    flag, defaults = BASELINE_RATES[name]
     notes, rates = [], {}
     for kind in ("tabular", "network"):
-        given, default, n = getattr(args, f"a2c_lrs{'' if kind == 'tabular' else '_network'}"), \
-            getattr(ev_lib.A2C_LEARNING_RATES, kind), len(getattr(lpg, kind))
+        given, default, n = getattr(args, f"{flag}_lrs{'' if kind == 'tabular' else '_network'}"), \
+            getattr(defaults, kind), len(getattr(lpg, kind))
         if given:
             rates[kind] = tuple(given)
         elif n != len(default):
             rates[kind] = ev_lib.geometric_candidates(min(default), max(default), n)
-            notes.append(f"A2C {kind} candidates {list(rates[kind])}: the default range "
+            notes.append(f"{name} {kind} candidates {list(rates[kind])}: the default range "
                          f"{min(default):g}-{max(default):g} in {n} steps, to match LPG's {n} candidates")
         else:
             rates[kind] = default
@@ -166,6 +187,9 @@ class EvalSettings:
     a2c_lrs: tuple[float, ...] | None = None
     lpg_lrs_network: tuple[float, ...] | None = None
     a2c_lrs_network: tuple[float, ...] | None = None
+    baselines: tuple[str, ...] = (A2C,)
+    ppo_lrs: tuple[float, ...] | None = None
+    ppo_lrs_network: tuple[float, ...] | None = None
     hidden: int | None = None
     curve_points: int = 20
     bootstrap: int = 2000
@@ -175,6 +199,8 @@ class EvalSettings:
     def __post_init__(self):
         validate(self, [
             (len(self.envs) >= 1, "envs must name at least one environment"),
+            (A2C in self.baselines and set(self.baselines) <= set(BASELINE_RATES),
+             f"baselines must include {A2C} (the reference of the scores) and be among {list(BASELINE_RATES)}"),
             (all(getattr(self, name) is None or getattr(self, name) >= 1 for name in (
                 "levels", "seeds", "updates", "num_envs", "rollout_len", "curve_points", "bootstrap", "hidden")),
              "levels, seeds, updates, num_envs, rollout_len, curve_points, bootstrap and hidden must be >= 1"),
@@ -202,6 +228,11 @@ EVAL_HELP = {
                        "hypers.network_learning_rates, else " + " ".join(f"{r:g}" for r in ev_lib.LPG_LEARNING_RATES.network) + ")",
     "a2c_lrs_network": "A2C's candidate rates for network agents (derived: "
                        + " ".join(f"{r:g}" for r in ev_lib.A2C_LEARNING_RATES.network) + ", spread to LPG's set size)",
+    "baselines": f"hand-designed learners to run: {A2C} (always; the reference of the scores) and optionally {PPO}",
+    "ppo_lrs": "PPO's candidate rates for table agents (with --baselines A2C PPO; derived: "
+               + " ".join(f"{r:g}" for r in ev_lib.PPO_LEARNING_RATES.tabular) + ", spread to LPG's set size)",
+    "ppo_lrs_network": "PPO's candidate rates for network agents (derived: "
+                       + " ".join(f"{r:g}" for r in ev_lib.PPO_LEARNING_RATES.network) + ", spread to LPG's set size)",
     "hidden": "hidden width of network agents (derived: the rule's agent_hidden, else 64)",
     "curve_points": "points per learning curve",
     "bootstrap": "bootstrap resamples per interval",
@@ -229,9 +260,9 @@ def parse_args(argv=None):
     args.labels = args.labels or ["LPG"] * len(args.rule)
     if len(args.labels) != len(args.rule):
         fail(f"--labels gives {len(args.labels)} name(s) for {len(args.rule)} rule(s); give one name per rule")
-    reserved = [n for n in args.labels if n in (A2C, UNTRAINED) or n.endswith("(pooled)") or not n.strip()]
+    reserved = [n for n in args.labels if n in (A2C, PPO, UNTRAINED) or n.endswith("(pooled)") or not n.strip()]
     if reserved:
-        fail(f"--labels {reserved[0]!r} is not allowed: names must be non-empty and not {A2C!r}, "
+        fail(f"--labels {reserved[0]!r} is not allowed: names must be non-empty and not {A2C!r}, {PPO!r}, "
              f"{UNTRAINED!r} or end in '(pooled)'")
     config = run_config(args.rule[0])
     for flag, key in (("updates", "lifetime_updates"), ("num_envs", "num_envs"), ("rollout_len", "rollout_len")):
@@ -246,12 +277,24 @@ def parse_args(argv=None):
         args.alpha_y = middle_choice(hypers.get("alpha_ys"), 0.5)
     try:
         args.lpg_rates = [rule_learning_rates(rule, args) for rule in args.rule]
-        args.a2c_rates, args.notes = a2c_learning_rates(args.lpg_rates[0], args)
+        args.a2c_rates, args.notes = baseline_learning_rates(A2C, args.lpg_rates[0], args)
+        args.ppo_rates = None
+        if PPO in args.baselines:
+            args.ppo_rates, notes = baseline_learning_rates(PPO, args.lpg_rates[0], args)
+            args.notes += notes
         for rule, rates in zip(args.rule, args.lpg_rates):
+            for name, baseline in ((A2C, args.a2c_rates), (PPO, args.ppo_rates)):
+                try:
+                    if baseline is not None:
+                        ev_lib.check_candidate_sets(rates, baseline, name)
+                except ValueError as e:
+                    raise ValueError(f"--rule {rule}: {e} (set them with --lpg-lrs / --{name.lower()}-lrs and the "
+                                     f"-network flags)")
+        if PPO in args.baselines:
             try:
-                ev_lib.check_candidate_sets(rates, args.a2c_rates)
+                dataclasses.replace(ppo_config(a2c_config(False)), num_envs=args.num_envs)
             except ValueError as e:
-                raise ValueError(f"--rule {rule}: {e} (set them with --lpg-lrs / --a2c-lrs and the -network flags)")
+                raise ValueError(f"--baselines {PPO}: {e}; PPO splits each lifetime's --num-envs into minibatches")
     except ValueError as e:
         fail(str(e))
     args.out = output_dir(args, args.rule[0].parent / "eval", RESULTS_DIR)
@@ -309,7 +352,8 @@ def evaluate(args) -> dict:
         "lpg": {"discount": args.discount, "alpha_y": args.alpha_y,
                 "learning_rates": {label: dataclasses.asdict(r) for label, r in zip(labels, args.lpg_rates)}},
         "a2c_learning_rates": dataclasses.asdict(args.a2c_rates),
-        "suite": list(args.envs), "warnings": warnings, "notes": args.notes, "pooled": pooled,
+        **({"ppo_learning_rates": dataclasses.asdict(args.ppo_rates)} if args.ppo_rates is not None else {}),
+        "baselines": list(args.baselines), "suite": list(args.envs), "warnings": warnings, "notes": args.notes, "pooled": pooled,
         "solved_threshold": ev_lib.SOLVED, "envs": {},
     }
     start = time.time()
@@ -327,7 +371,8 @@ def evaluate(args) -> dict:
             f"{args.seeds} seed(s), {args.updates} updates of {config.steps_per_update} steps, "
             f"{'tabular/SGD' if ev.tabular else f'{s.agent} net/Adam'}, {len(rules) - 1} rule(s) "
             f"({time.time() - start:.0f}s so far)")
-        result = ev_lib.evaluate_env(ev, rules, args.a2c_rates, s, config, k_env, log, args.bootstrap)
+        result = ev_lib.evaluate_env(ev, rules, args.a2c_rates, s, config, k_env, log, args.bootstrap,
+                                     ppo_rates=args.ppo_rates)
         for group, members in pooled.items():
             result["learners"][group], result["score_ratio_to_A2C"][group] = ev_lib.pooled_scores(
                 result, members, args.bootstrap)
@@ -337,7 +382,7 @@ def evaluate(args) -> dict:
             f"{label} {fmt(r.get('score_mean'))}" for label, r in result["learners"].items()))
     groups = {label: [label] for label in labels}
     groups.update(pooled)
-    groups.update({A2C: [A2C], UNTRAINED: [UNTRAINED]})
+    groups.update({name: [name] for name in (*args.baselines, UNTRAINED)})
     results["suite_scores"] = ev_lib.aggregate(results["envs"], groups, args.bootstrap)
     results["seconds"] = time.time() - start
     return results
@@ -350,9 +395,9 @@ PROGRESS = "progress.json"  # environments finished so far, with what they were 
 def fingerprint(args, results: dict) -> dict:
     """Everything the numbers depend on: the resolved settings and the rules' bytes."""
     rules = {label: hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] for label, path in results["rules"].items()}
-    keys = ("rule_configs", "untrained_rule", "lifetime", "lpg", "a2c_learning_rates")
+    keys = ("rule_configs", "untrained_rule", "lifetime", "lpg", "a2c_learning_rates", "ppo_learning_rates")
     return json.loads(json.dumps({"rules": rules, "levels": args.levels, "seed": args.seed,
-                                  "bootstrap": args.bootstrap, **{k: results[k] for k in keys}}))
+                                  "bootstrap": args.bootstrap, **{k: results[k] for k in keys if k in results}}))
 
 
 def resumed_envs(args, results: dict) -> dict:
@@ -390,7 +435,7 @@ def fmt_ci(point, ci, digits: int = 2) -> str:
 
 
 def learner_order(results: dict) -> list[str]:
-    return [*results["rules"], *results["pooled"], A2C, UNTRAINED]
+    return [*results["rules"], *results["pooled"], *results.get("baselines", [A2C]), UNTRAINED]
 
 
 def suite_table(results: dict) -> str:
@@ -475,7 +520,7 @@ def selection_table(results: dict) -> str:
                 continue
             cells = ", ".join(f"{lr}: {fmt(t['mean_score'])} ({fmt(t['mean_final'])})"
                               + (f" [{t['non_finite_lifetimes']} non-finite]" if t["non_finite_lifetimes"] else "")
-                              for lr, t in rep["selection"].items())
+                              for lr, t in rep["selection"].items()) or "one candidate: no selection lifetimes"
             lines.append(f"| {name} | {label} | {cells} | {rep['learning_rate']:g} |")
     return "\n".join(lines)
 
@@ -524,7 +569,7 @@ def colours(results: dict) -> dict[str, Any]:
         cmap = matplotlib.colormaps[("Blues", "Greens", "Purples", "Reds", "YlOrBr", "Greys")[m % 6]]
         table.update({label: cmap(0.45 + 0.35 * i / max(len(members) - 1, 1)) for i, label in enumerate(members)})
         table[group] = cmap(0.95)
-    table.update({A2C: "tab:orange", UNTRAINED: "tab:gray"})
+    table.update({A2C: "tab:orange", PPO: "tab:brown", UNTRAINED: "tab:gray"})
     return table
 
 

@@ -1,5 +1,5 @@
-"""Whole-lifetime evaluation of update rules (learned LPG rules, untrained rules, A2C) on a held-out
-suite, and the statistics that compare them.
+"""Whole-lifetime evaluation of update rules (learned LPG rules, untrained rules, A2C and
+optionally PPO) on a held-out suite, and the statistics that compare them.
 
 A lifetime = a fresh agent trained for `num_updates` updates on one level. Lifetimes over
 levels and seeds are a vmap of `lpg.learner.make_train`'s chunk runner, so evaluation uses
@@ -29,8 +29,8 @@ Scores (`normalise`): 0 = the uniform random policy, 1 = the optimal policy. Whe
 has an exact MDP (tabular grids, chains: `envs.planning`) both are exact: the expected
 episode return of the uniform policy and of the greedy policy of Q* (at LPG's γ) within the
 level's time limit. Elsewhere 1 is the best A2C (best mean final return over A2C's candidate
-learning rates, on the selection lifetimes) and 0 the mean return of uniform-random
-lifetimes run through the rollout engine. Lifetimes on one level share it, so seeds are
+learning rates, on the selection lifetimes; with a single candidate, A2C's reported lifetimes)
+and 0 the mean return of uniform-random lifetimes run through the rollout engine. Lifetimes on one level share it, so seeds are
 averaged per level first (`level_scores`); a single-level environment's lifetimes form
 groups of `num_seeds` that stand in for levels. The suite is summarised by the IQM of the
 per-level scores with a stratified bootstrap over levels (`stratified_bootstrap`, as in
@@ -58,6 +58,7 @@ from envs.sources import GENERATED, generated_family, level_sampler, source_name
 from lpg.a2c import A2CConfig, make_a2c
 from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
 from lpg.learner import Learner, learning_curve, make_train
+from lpg.ppo import PPOConfig, make_ppo
 from lpg.update_rule import RuleConfig
 
 
@@ -204,15 +205,21 @@ class LearningRates:
 # so both learners search 2e-3 to 2e-2.
 LPG_LEARNING_RATES = LearningRates(tabular=(20.0, 40.0, 80.0), network=(2e-3, 5e-3, 1e-2, 2e-2))
 A2C_LEARNING_RATES = LearningRates(tabular=(10.0, 20.0, 40.0), network=(2e-3, 5e-3, 1e-2, 2e-2))
+# PPO takes epochs x minibatches (16) optimiser steps per rollout, each on a quarter of it, so its
+# rates sit below A2C's. Measured (2026-12-01, 100 updates x 32 envs x 20 steps, 4 levels x 2 seeds,
+# mean score or final return): tables, lr 1 / 2.5 / 5 / 10 / 20: held-out chains 0.99 / 1.00 / 1.00 /
+# 1.00 / 1.00, held-out grids 0.85 / 0.83 / 0.88 / 0.80 / 0.72; Adam 5e-4 / 1e-3 / 2e-3 / 5e-3 / 1e-2:
+# Catch 0.98 / 1.00 / 0.99 / 0.98 / 0.98, DeepSea 0.87 / 0.87 / 0.87 / 0.74 / 0.49.
+PPO_LEARNING_RATES = LearningRates(tabular=(2.5, 5.0, 10.0), network=(5e-4, 1e-3, 2e-3, 5e-3))
 
 
-def check_candidate_sets(lpg: LearningRates, a2c: LearningRates) -> None:
+def check_candidate_sets(lpg: LearningRates, baseline: LearningRates, name: str = "A2C") -> None:
     """Selection is only fair between candidate sets of the same size: refuse anything else."""
     for kind in ("tabular", "network"):
-        mine, theirs = getattr(lpg, kind), getattr(a2c, kind)
+        mine, theirs = getattr(lpg, kind), getattr(baseline, kind)
         if len(mine) != len(theirs):
             raise ValueError(
-                f"{kind} agents: LPG has {len(mine)} candidate learning rates {list(mine)} and A2C "
+                f"{kind} agents: LPG has {len(mine)} candidate learning rates {list(mine)} and {name} "
                 f"{len(theirs)} {list(theirs)}; both learners must choose from sets of the same size")
 
 
@@ -427,7 +434,7 @@ def solved_by_length(scores: np.ndarray, lengths: np.ndarray, threshold: float =
 # ------------------------------------------------------------------------------ learners
 @dataclasses.dataclass(frozen=True)
 class AgentSettings:
-    """How agents are built and trained on one environment (LPG agents and A2C); learning rates
+    """How agents are built and trained on one environment (LPG agents, A2C, PPO); learning rates
     are chosen per learner from candidates."""
 
     agent: str  # lpg.agents kind ("tabular", "mlp", "conv", "auto")
@@ -436,6 +443,7 @@ class AgentSettings:
     lpg_alpha_y: float
     a2c: A2CConfig
     hidden: int = 64
+    ppo: PPOConfig | None = None  # None: no PPO baseline
 
     def hypers(self, learning_rate: float, lifetime_updates: int) -> Hypers:
         f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
@@ -462,6 +470,19 @@ def a2c_lifetimes(ev: EvalEnv, settings: AgentSettings, config: LifetimeConfig):
     a2c_config = dataclasses.replace(settings.a2c, num_envs=config.num_envs, rollout_len=config.rollout_len)
     example = ev.level(0)
     return make_lifetimes(ev.env, lambda lr: make_a2c(ev.env, example, a2c_config, learning_rate=lr), config,
+                          return_state=True)
+
+
+def ppo_lifetimes(ev: EvalEnv, settings: AgentSettings, config: LifetimeConfig):
+    """Jitted `(levels, learning_rate, key) -> (final TrainState, metrics)` of PPO with `settings.ppo`,
+    collecting the same `num_envs` x `rollout_len` steps per update as every other learner."""
+    try:
+        ppo_config = dataclasses.replace(settings.ppo, num_envs=config.num_envs, rollout_len=config.rollout_len)
+    except ValueError as e:
+        raise ValueError(f"PPO on {ev.name}: {e} (PPO splits the {config.num_envs} environments of a lifetime "
+                         f"into minibatches)") from None
+    example = ev.level(0)
+    return make_lifetimes(ev.env, lambda lr: make_ppo(ev.env, example, ppo_config, learning_rate=lr), config,
                           return_state=True)
 
 
@@ -561,19 +582,27 @@ def _selection_score(final: np.ndarray, refs: References | None) -> float:
 
 def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: LearningRates, settings: AgentSettings,
                  config: LifetimeConfig, key, log: Callable[[str], None] = lambda text: None,
-                 num_resamples: int = 2000) -> dict[str, Any]:
-    """Every learner on `ev`'s levels, JSON-ready: A2C and each rule choose a learning rate from their
-    candidates by the best mean score on selection lifetimes (same levels, seeds disjoint from the
-    reported ones), then run fresh reported lifetimes; scores are normalised per level."""
+                 num_resamples: int = 2000, ppo_rates: LearningRates | None = None) -> dict[str, Any]:
+    """Every learner on `ev`'s levels, JSON-ready: A2C, PPO (with `ppo_rates` and `settings.ppo`) and
+    each rule choose a learning rate from their candidates by the best mean score on selection
+    lifetimes (same levels, seeds disjoint from the reported ones), then run fresh reported
+    lifetimes; scores are normalised per level (1 = optimal where exact, else the best A2C)."""
+    if (ppo_rates is None) != (settings.ppo is None):
+        raise ValueError("a PPO baseline needs both ppo_rates and AgentSettings.ppo")
     for rule in rules:
         check_candidate_sets(rule.learning_rates, a2c_rates)
+        if ppo_rates is not None:
+            check_candidate_sets(rule.learning_rates, ppo_rates, "PPO")
     k_select, k_run, k_random = jax.random.split(key, 3)
     t0 = time.time()
     say = lambda text: log(f"    {text} ({time.time() - t0:.0f}s)")  # noqa: E731
     refs = exact_references(ev, settings.lpg_discount)
 
     def select(label, lifetimes, candidates, make_args):
+        """(chosen rate, {rate: selection run}); one candidate leaves nothing to choose: no selection runs."""
         trials = {}
+        if len(candidates) == 1:
+            return candidates[0], trials
         for lr in candidates:
             trials[lr] = _run(lifetimes, ev.levels, make_args(lr), k_select, config)
             say(f"{label} lr {lr:g} (selection): mean final return {_nanmean(trials[lr].final):.3f}")
@@ -582,13 +611,19 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
 
     a2c = a2c_lifetimes(ev, settings, config)
     a2c_lr, a2c_trials = select("A2C", a2c, a2c_rates.for_env(ev.tabular), lambda lr: jnp.float32(lr))
-    if refs is None:
-        random_metrics = jax.device_get(random_lifetimes(ev, config)(ev.levels, (), k_random))
-        refs = sampled_references(lifetime_mean_returns(random_metrics), a2c_trials[a2c_lr].final, ev.single_level)
-        say(f"references: random {refs.random.mean():.3f}, best A2C (lr {a2c_lr:g}) {refs.optimal.mean():.3f}")
     runs, trials, chosen = {}, {"A2C": a2c_trials}, {"A2C": a2c_lr}
     runs["A2C"] = _run(a2c, ev.levels, jnp.float32(a2c_lr), k_run, config)
     say(f"A2C lr {a2c_lr:g}: mean final return {_nanmean(runs['A2C'].final):.3f}")
+    if refs is None:  # 1 = the best A2C on the selection lifetimes (its reported ones if it had one rate)
+        random_metrics = jax.device_get(random_lifetimes(ev, config)(ev.levels, (), k_random))
+        refs = sampled_references(lifetime_mean_returns(random_metrics), a2c_trials.get(a2c_lr, runs["A2C"]).final,
+                                  ev.single_level)
+        say(f"references: random {refs.random.mean():.3f}, best A2C (lr {a2c_lr:g}) {refs.optimal.mean():.3f}")
+    if ppo_rates is not None:
+        ppo = ppo_lifetimes(ev, settings, config)
+        chosen["PPO"], trials["PPO"] = select("PPO", ppo, ppo_rates.for_env(ev.tabular), lambda lr: jnp.float32(lr))
+        runs["PPO"] = _run(ppo, ev.levels, jnp.float32(chosen["PPO"]), k_run, config)
+        say(f"PPO lr {chosen['PPO']:g}: mean final return {_nanmean(runs['PPO'].final):.3f}")
     compiled = {}
     for rule in rules:
         if rule.config not in compiled:
@@ -643,6 +678,7 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
         "learners": learners,
         "score_ratio_to_A2C": ratios,
         "a2c": dataclasses.asdict(settings.a2c),
+        **({"ppo": dataclasses.asdict(settings.ppo)} if settings.ppo is not None else {}),
         "seconds": time.time() - t0,
     }
 

@@ -221,6 +221,30 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
     assert exit_info.value.code == 2 and "levels: 3 there, 2 here" in err and "--no-resume" in err
 
 
+def test_evaluate_command_with_ppo_as_a_second_baseline(tiny_rule, tmp_path, capsys):
+    flags = ["--rule", str(tiny_rule), "--envs", "chain_heldout", "--levels", "2", "--seeds", "2", "--updates", "4",
+             "--rollout-len", "50", "--lpg-lrs", "20", "40", "--a2c-lrs", "20", "40", "--curve-points", "2",
+             "--bootstrap", "100", "--baselines", "A2C", "PPO"]
+    evaluate_cmd.main([*flags, "--num-envs", "4", "--out", str(tmp_path / "eval")])
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["baselines"] == ["A2C", "PPO"]
+    assert results["ppo_learning_rates"]["tabular"] == [2.5, 10.0]  # the default range, spread to LPG's 2
+    chain = results["envs"]["chain_heldout"]
+    assert chain["ppo"]["epochs"] == 4 and chain["ppo"]["optimizer"] == "sgd"
+    ppo = chain["learners"]["PPO"]
+    assert set(ppo["selection"]) == {"2.5", "10"} and ppo["learning_rate"] in (2.5, 10.0)
+    # Chains pay ±1 at the end, random 0, optimal 1: the score is the final return.
+    np.testing.assert_allclose(ppo["level_scores"], np.mean(np.asarray(ppo["final"], float), 1))
+    assert "PPO" in results["suite_scores"] and "PPO" not in chain["score_ratio_to_A2C"]
+    assert "| PPO |" in (tmp_path / "eval" / "summary.md").read_text()
+    # PPO splits a lifetime's environments into 4 minibatches: 6 cannot be split, and that is said.
+    for bad, message in ((["--baselines", "PPO"], "must include A2C"), (["--labels", "PPO"], "'PPO' is not allowed"),
+                         (["--baselines", "A2C", "PPO", "--num-envs", "6"], "multiple of minibatches")):
+        with pytest.raises(SystemExit):
+            evaluate_cmd.parse_args(["--rule", str(tiny_rule), *bad])
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_evaluate_command_on_a_network_agent(tiny_rule, tmp_path):
     out = tmp_path / "eval"
@@ -231,6 +255,11 @@ def test_evaluate_command_on_a_network_agent(tiny_rule, tmp_path):
     assert catch["tabular"] is False and catch["single_level"] is True and catch["optimizer"] == "adam"
     assert catch["reference"]["kind"] == "best A2C"
     assert all(r["final_mean"] is not None for r in catch["learners"].values())
+    # One candidate each: no selection lifetimes, and 1 is A2C's own reported lifetimes.
+    assert all(r["selection"] == {} for r in catch["learners"].values())
+    # (One level copied: every group's reference is the mean over all of A2C's lifetimes.)
+    a2c_final = np.asarray(catch["learners"]["A2C"]["final"], float)  # [groups, seeds]; nan: no episode ended
+    np.testing.assert_allclose(np.asarray(catch["reference"]["optimal"], float), np.nanmean(a2c_final))
 
 
 def test_commands_reject_a_missing_rule_and_an_unknown_env(tiny_rule, tmp_path, capsys):
