@@ -21,10 +21,9 @@ import json
 import flax.linen as nn
 import gymnax
 import jax
-import jax.numpy as jnp
 
 from benchmarks.envs import engine_stepping
-from benchmarks.timing import best_interleaved, compile_timed, machine, progress
+from benchmarks.timing import best_interleaved, compile_timed, machine
 from lpg import rollout as engine
 from lpg.a2c import A2CConfig, a2c_loss, make_a2c
 from lpg.agents import ConvAgent, MatmulConv
