@@ -219,9 +219,19 @@ def _flag_type(field: dataclasses.Field, value: Any) -> tuple[Any, str | None]:
     if isinstance(value, tuple) or "tuple" in text:
         kind = type(value[0]) if value else (float if "float" in text else int if "int" in text else str)
         return kind, "+"
+    if isinstance(value, bool):
+        return _true_or_false, None
     if value is not None:
         return type(value), None
     return (int if "int" in text else float if "float" in text else str), None
+
+
+def _true_or_false(text: str) -> bool:
+    """argparse type of a boolean settings flag (`--untrained false`)."""
+    try:
+        return _coerce(text, True, "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
 
 
 def add_settings_args(parser: argparse.ArgumentParser, presets: Mapping[str, Any], default: str,

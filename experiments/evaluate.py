@@ -16,7 +16,8 @@ whose RUN_DIR/config.json lists a meta-training source that overlaps the suite g
 --rule takes one rule per meta-seed; --labels names the method of each (rules sharing a name are
 pooled), to compare methods side by side on the same levels. On every environment, --levels levels x --seeds seeds of
 fresh agents (a single-level environment: --levels groups of --seeds lifetimes) are trained by
-A2C and an untrained rule (a fresh `init_rule` of the first rule's RuleConfig), once, and by
+A2C and an untrained rule (a fresh `init_rule` of the first rule's RuleConfig; `--untrained false`
+leaves it out), once, and by
 each rule. Every learner picks its learning rate per environment, from a candidate set of the
 same size as every other learner's, by the best mean score on selection lifetimes (same levels,
 seeds disjoint from the reported ones); the reported lifetimes are fresh (a learner given one
@@ -194,6 +195,7 @@ class EvalSettings:
     curve_points: int = 20
     bootstrap: int = 2000
     seed: int = 0
+    untrained: bool = True  # also run an untrained rule (a fresh init of the first rule's RuleConfig)
     untrained_seed: int = 12345
 
     def __post_init__(self):
@@ -236,6 +238,7 @@ EVAL_HELP = {
     "hidden": "hidden width of network agents (derived: the rule's agent_hidden, else 64)",
     "curve_points": "points per learning curve",
     "bootstrap": "bootstrap resamples per interval",
+    "untrained": "also run an untrained rule, the control (a fresh init of the first rule's RuleConfig)",
     "untrained_seed": "PRNG seed of the untrained rule",
 }
 
@@ -334,8 +337,9 @@ def evaluate(args) -> dict:
     rules = [ev_lib.RuleUnderTest(label, params, config, rates)
              for label, (params, config), rates in zip(labels, loaded, args.lpg_rates)]
     first_config = loaded[0][1]
-    rules.append(ev_lib.RuleUnderTest(UNTRAINED, init_rule(first_config, jax.random.PRNGKey(args.untrained_seed)),
-                                      first_config, args.lpg_rates[0]))
+    if args.untrained:
+        rules.append(ev_lib.RuleUnderTest(UNTRAINED, init_rule(first_config, jax.random.PRNGKey(args.untrained_seed)),
+                                          first_config, args.lpg_rates[0]))
     config = ev_lib.LifetimeConfig(num_updates=args.updates, num_envs=args.num_envs, rollout_len=args.rollout_len,
                                    num_seeds=args.seeds, curve_points=min(args.curve_points, args.updates))
     warnings = run_warnings(args)
@@ -347,7 +351,7 @@ def evaluate(args) -> dict:
         "command": "python -m experiments.evaluate " + shlex.join(args.argv),
         "rules": {label: str(rule) for label, rule in zip(labels, args.rule)},
         "rule_configs": {label: dataclasses.asdict(c) for label, (_, c) in zip(labels, loaded)},
-        "untrained_rule": {"config_of": labels[0], "seed": args.untrained_seed},
+        "untrained_rule": {"config_of": labels[0], "seed": args.untrained_seed} if args.untrained else None,
         "lifetime": dataclasses.asdict(config),
         "lpg": {"discount": args.discount, "alpha_y": args.alpha_y,
                 "learning_rates": {label: dataclasses.asdict(r) for label, r in zip(labels, args.lpg_rates)}},
@@ -382,7 +386,7 @@ def evaluate(args) -> dict:
             f"{label} {fmt(r.get('score_mean'))}" for label, r in result["learners"].items()))
     groups = {label: [label] for label in labels}
     groups.update(pooled)
-    groups.update({name: [name] for name in (*args.baselines, UNTRAINED)})
+    groups.update({name: [name] for name in (*args.baselines, *([UNTRAINED] if args.untrained else []))})
     results["suite_scores"] = ev_lib.aggregate(results["envs"], groups, args.bootstrap)
     results["seconds"] = time.time() - start
     return results
@@ -435,7 +439,8 @@ def fmt_ci(point, ci, digits: int = 2) -> str:
 
 
 def learner_order(results: dict) -> list[str]:
-    return [*results["rules"], *results["pooled"], *results.get("baselines", [A2C]), UNTRAINED]
+    untrained = [UNTRAINED] if results["untrained_rule"] is not None else []
+    return [*results["rules"], *results["pooled"], *results.get("baselines", [A2C]), *untrained]
 
 
 def suite_table(results: dict) -> str:
@@ -531,7 +536,8 @@ def summary(results: dict) -> str:
         "# LPG evaluation on the held-out suite", "",
         f"Command: `{results['command']}`", "",
         "Rules: " + ", ".join(f"{label} = `{path}`" for label, path in results["rules"].items())
-        + f"; untrained rule: a fresh init of {results['untrained_rule']['config_of']}'s RuleConfig.", "",
+        + (f"; untrained rule: a fresh init of {results['untrained_rule']['config_of']}'s RuleConfig."
+           if results["untrained_rule"] is not None else "; no untrained rule (--set untrained=false)."), "",
         f"Lifetimes: {life['num_updates']} updates x {life['num_envs']} envs x {life['rollout_len']} steps; "
         f"{life['num_seeds']} seeds per level. Run time {results['seconds'] / 60:.1f} min.",
     ]

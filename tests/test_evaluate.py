@@ -225,9 +225,10 @@ def test_evaluate_command_with_ppo_as_a_second_baseline(tiny_rule, tmp_path, cap
     flags = ["--rule", str(tiny_rule), "--envs", "chain_heldout", "--levels", "2", "--seeds", "2", "--updates", "4",
              "--rollout-len", "50", "--lpg-lrs", "20", "40", "--a2c-lrs", "20", "40", "--curve-points", "2",
              "--bootstrap", "100", "--baselines", "A2C", "PPO"]
-    evaluate_cmd.main([*flags, "--num-envs", "4", "--out", str(tmp_path / "eval")])
+    evaluate_cmd.main([*flags, "--num-envs", "4", "--untrained", "false", "--out", str(tmp_path / "eval")])
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert results["baselines"] == ["A2C", "PPO"]
+    assert results["baselines"] == ["A2C", "PPO"] and results["untrained_rule"] is None
+    assert set(results["suite_scores"]) == {"LPG", "A2C", "PPO"}
     assert results["ppo_learning_rates"]["tabular"] == [2.5, 10.0]  # the default range, spread to LPG's 2
     chain = results["envs"]["chain_heldout"]
     assert chain["ppo"]["epochs"] == 4 and chain["ppo"]["optimizer"] == "sgd"
@@ -239,7 +240,8 @@ def test_evaluate_command_with_ppo_as_a_second_baseline(tiny_rule, tmp_path, cap
     assert "| PPO |" in (tmp_path / "eval" / "summary.md").read_text()
     # PPO splits a lifetime's environments into 4 minibatches: 6 cannot be split, and that is said.
     for bad, message in ((["--baselines", "PPO"], "must include A2C"), (["--labels", "PPO"], "'PPO' is not allowed"),
-                         (["--baselines", "A2C", "PPO", "--num-envs", "6"], "multiple of minibatches")):
+                         (["--baselines", "A2C", "PPO", "--num-envs", "6"], "multiple of minibatches"),
+                         (["--untrained", "maybe"], "expected true or false, got 'maybe'")):
         with pytest.raises(SystemExit):
             evaluate_cmd.parse_args(["--rule", str(tiny_rule), *bad])
         assert message in capsys.readouterr().err
