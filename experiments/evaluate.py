@@ -373,7 +373,7 @@ def evaluate(args) -> dict:
         s = settings_for(ev, args)
         log(f"[{i + 1}/{len(args.envs)}] {name}: {ev.num_levels} {'group' if ev.single_level else 'level'}(s) x "
             f"{args.seeds} seed(s), {args.updates} updates of {config.steps_per_update} steps, "
-            f"{'tabular/SGD' if ev.tabular else f'{s.agent} net/Adam'}, {len(rules) - 1} rule(s) "
+            f"{'tabular/SGD' if ev.tabular else f'{s.agent} net/Adam'}, {len(loaded)} rule(s) "
             f"({time.time() - start:.0f}s so far)")
         result = ev_lib.evaluate_env(ev, rules, args.a2c_rates, s, config, k_env, log, args.bootstrap,
                                      ppo_rates=args.ppo_rates)
