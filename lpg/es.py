@@ -71,6 +71,9 @@ class ESConfig:
             (len(self.envs) >= 1, "envs must name at least one training environment"),
             (self.num_envs >= 1 and self.rollout_len >= 1, "num_envs and rollout_len must be >= 1"),
             (self.lifetime_updates >= 1, "lifetime_updates must be >= 1"),
+            (self.hypers.lifetime_scales == (1.0,),
+             "hypers.lifetime_scales must be (1.0,) for ES: every lifetime of a generation runs lifetime_updates "
+             "updates (several lengths are a meta-gradient option)"),
             (1 <= self.score_updates <= self.lifetime_updates, "score_updates must be in [1, lifetime_updates]"),
             (self.agent in AGENT_KINDS, f"agent must be one of {AGENT_KINDS}"),
             (self.agent_optimizer in ("auto", "adam", "sgd"), "agent_optimizer must be 'auto', 'adam' or 'sgd'"),

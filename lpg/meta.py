@@ -68,25 +68,38 @@ class HyperChoices:
     network_learning_rates: tuple[float, ...] = (2e-3, 5e-3, 1e-2, 2e-2)
     alpha_ys: tuple[float, ...] = (0.1, 0.5, 1.0)
     entropy_costs: tuple[float, ...] = (0.01, 0.02)
+    # A lifetime lasts N = round(scale x lifetime_updates) agent updates, the scale drawn from these
+    # (meta-gradient training only): with several, a lifetime-conditioned rule sees log N vary.
+    lifetime_scales: tuple[float, ...] = (1.0,)
 
     def __post_init__(self):
         validate(self, [
             (all(len(getattr(self, f.name)) >= 1 for f in dataclasses.fields(self)),
-             "discounts, learning_rates, network_learning_rates, alpha_ys and entropy_costs must be non-empty"),
+             "discounts, learning_rates, network_learning_rates, alpha_ys, entropy_costs and lifetime_scales "
+             "must be non-empty"),
             (all(0.0 <= g <= 1.0 for g in self.discounts), "discounts must be in [0, 1]"),
-            (min(self.learning_rates + self.network_learning_rates) > 0, "learning_rates and network_learning_rates must be > 0"),
-            (min(self.alpha_ys) >= 0 and min(self.entropy_costs) >= 0, "alpha_ys and entropy_costs must be >= 0"),
+            (all(x > 0 for x in self.learning_rates + self.network_learning_rates),
+             "learning_rates and network_learning_rates must be > 0"),
+            (all(x >= 0 for x in self.alpha_ys + self.entropy_costs), "alpha_ys and entropy_costs must be >= 0"),
+            (all(x > 0 for x in self.lifetime_scales), "lifetime_scales must be > 0"),
         ])
+
+    def lifetime_lengths(self, lifetime_updates: int) -> tuple[int, ...]:
+        """The lifetime lengths N a lifetime may draw."""
+        return tuple(max(1, round(s * lifetime_updates)) for s in self.lifetime_scales)
 
     def sample(self, key: chex.PRNGKey, tabular: bool, lifetime_updates: int) -> Hypers:
         keys = jax.random.split(key, 4)
         pick = lambda k, xs: jax.random.choice(k, jnp.asarray(xs, jnp.float32))
+        lengths = self.lifetime_lengths(lifetime_updates)
+        # (fold_in: one length draws nothing, so the other draws stay those of runs made before the option)
+        n = pick(jax.random.fold_in(key, 4), lengths) if len(lengths) > 1 else jnp.float32(lengths[0])
         return Hypers(
             discount=pick(keys[0], self.discounts),
             learning_rate=pick(keys[1], self.learning_rates if tabular else self.network_learning_rates),
             alpha_y=pick(keys[2], self.alpha_ys),
             entropy_cost=pick(keys[3], self.entropy_costs),
-            lifetime_updates=jnp.asarray(lifetime_updates, jnp.float32),
+            lifetime_updates=n,
         )
 
 
@@ -97,7 +110,7 @@ class MetaConfig:
     num_envs: int = 64  # environments per lifetime
     rollout_len: int = 20  # T
     inner_updates: int = 5  # K, updates backpropagated through per meta-step
-    lifetime_updates: int = 250  # agent updates in one lifetime
+    lifetime_updates: int = 250  # agent updates in one lifetime (times hypers.lifetime_scales, if several)
     agent: str = "auto"
     agent_optimizer: str = "auto"  # "auto": SGD for table agents (as in the paper), Adam for networks
     agent_hidden: int = 64
@@ -143,7 +156,8 @@ class MetaConfig:
              "lifetime_microbatches must be >= 1 and divide lifetimes_per_env"),
             (self.num_envs >= 1 and self.rollout_len >= 1, "num_envs and rollout_len must be >= 1"),
             (self.inner_updates >= 1, "inner_updates (K) must be >= 1"),
-            (self.lifetime_updates >= self.inner_updates, "lifetime_updates must be >= inner_updates"),
+            (min(self.hypers.lifetime_lengths(self.lifetime_updates), default=0) >= self.inner_updates,
+             "lifetime_updates (times the smallest of hypers.lifetime_scales) must be >= inner_updates"),
             (self.agent in AGENT_KINDS, f"agent must be one of {AGENT_KINDS}"),
             (self.meta_optimizer in ("adam", "sgd"), "meta_optimizer must be 'adam' or 'sgd'"),
             (self.agent_optimizer in ("auto", "adam", "sgd"), "agent_optimizer must be 'auto', 'adam' or 'sgd'"),
@@ -375,7 +389,7 @@ def group_meta_gradient(group: Group, config: MetaConfig, rule_params, batch: Li
 def renew_lifetimes(group: Group, config: MetaConfig, lifetimes: Lifetime, metrics: dict, finite, key):
     """Replaces finished, collapsed or non-finite lifetimes with fresh ones; returns (lifetimes, stats)."""
     n = lifetimes.updates.shape[0]
-    finished = lifetimes.updates >= config.lifetime_updates
+    finished = lifetimes.updates >= lifetimes.hypers.lifetime_updates  # its own N (hypers.lifetime_scales)
     collapsed = finite & ~(metrics["entropy"] >= config.entropy_reset)
     renew = finished | collapsed | ~finite
     fresh = jax.vmap(lambda k: init_lifetime(group, config, k))(jax.random.split(key, n))

@@ -157,6 +157,7 @@ def test_population_sharded_over_8_virtual_devices_equals_one_device():
     (dict(score_updates=0), "score_updates"),
     (dict(num_generations=5, steps_per_chunk=2), "multiple"),
     (dict(sigma=0.0), "sigma"),
+    (dict(hypers=HyperChoices(lifetime_scales=(0.5, 1.0))), "lifetime_scales must be"),
 ])
 def test_bad_es_configs_say_what_is_wrong(kwargs, message):
     with pytest.raises(ValueError, match=message):

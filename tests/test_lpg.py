@@ -113,6 +113,28 @@ def probe_trainer():
     return config, trainer, jax.jit(trainer.step)
 
 
+def test_lifetimes_draw_their_own_length_and_end_at_it():
+    hypers = dataclasses.replace(PROBE_HYPERS, lifetime_scales=(0.5, 1.0, 2.0))
+    config = _probe_config(lifetime_updates=8, lifetimes_per_env=16, hypers=hypers)  # K = 2
+    trainer = make_meta_trainer(config, sources_for(config.envs))
+    state, step = trainer.init(jax.random.PRNGKey(0)), jax.jit(trainer.step)
+    assert set(np.asarray(state.lifetimes[0].hypers.lifetime_updates).tolist()) == {4.0, 8.0, 16.0}
+    renewed = 0
+    for _ in range(8):
+        before = state.lifetimes[0]
+        state, metrics = step(state)
+        after = state.lifetimes[0]
+        ended = np.asarray(before.updates) + config.inner_updates >= np.asarray(before.hypers.lifetime_updates)
+        assert int(metrics["probe/collapsed"]) == 0 and int(metrics["probe/nonfinite"]) == 0
+        np.testing.assert_array_equal(np.asarray(after.updates) == 0, ended)  # renewed exactly at its own N
+        np.testing.assert_array_equal(np.asarray(after.updates)[~ended], np.asarray(before.updates)[~ended] + 2)
+        renewed += int(ended.sum())
+    assert renewed >= 16  # every length ended at least once in 16 updates
+    for scales, message in (((), "non-empty"), ((1.0, 0.0), "lifetime_scales must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            HyperChoices(lifetime_scales=scales)
+
+
 def test_one_meta_step_updates_the_rule(probe_trainer):
     _, trainer, step = probe_trainer
     state = trainer.init(jax.random.PRNGKey(0))
@@ -382,6 +404,7 @@ def test_micro_batches_sharded_over_8_virtual_devices_equal_one_unsharded_batch(
     [
         (dict(inner_updates=0), "inner_updates"),
         (dict(lifetime_updates=1, inner_updates=5), "lifetime_updates"),
+        (dict(lifetime_updates=10, inner_updates=5, hypers=HyperChoices(lifetime_scales=(0.4, 1.0))), "smallest"),
         (dict(envs=()), "envs"),
         (dict(num_meta_steps=7, steps_per_chunk=2), "multiple"),
         (dict(agent="transformer"), "agent"),
