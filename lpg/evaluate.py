@@ -30,11 +30,11 @@ has an exact MDP (tabular grids, chains: `envs.planning`) both are exact: the ex
 episode return of the uniform policy and of the greedy policy of Q* (at LPG's γ) within the
 level's time limit. Elsewhere 1 is the best A2C (best mean final return over A2C's candidate
 learning rates, on the selection lifetimes; with a single candidate, A2C's reported lifetimes)
-and 0 the mean return of uniform-random lifetimes run through the rollout engine. Lifetimes on one level share it, so seeds are
-averaged per level first (`level_scores`); a single-level environment's lifetimes form
-groups of `num_seeds` that stand in for levels. The suite is summarised by the IQM of the
-per-level scores with a stratified bootstrap over levels (`stratified_bootstrap`, as in
-rliable: levels are resampled within each environment).
+and 0 the mean return of uniform-random lifetimes run through the rollout engine. Lifetimes on
+one level share it, so seeds are averaged per level first (`level_scores`); a single-level
+environment's lifetimes form groups of `num_seeds` that stand in for levels. The suite is
+summarised by the IQM of the per-level scores with a stratified bootstrap over levels
+(`stratified_bootstrap`, as in rliable: levels are resampled within each environment).
 """
 
 from __future__ import annotations
