@@ -547,7 +547,7 @@ def summary(results: dict) -> str:
     parts += [
         "", "Scores are normalised final returns (mean return of the episodes that ended in the last 10% of "
         "a lifetime): 0 = the uniform random policy, 1 = the optimal policy (exact planning) or, where the "
-        "level has no exact MDP, the best A2C over its candidate learning rates. Seeds are averaged per level "
+        "level has no exact MDP, the best A2C over its candidate learning rates (with a single candidate, A2C's own reported lifetimes). Seeds are averaged per level "
         "first. Intervals are 95% percentile-bootstrap intervals over levels (stratified by environment), so "
         "they stay within the range of the observed scores.", "",
         "## Whole suite", "", suite_table(results), "",
