@@ -49,9 +49,9 @@ class MatmulConv(nn.Module):
     """A stride-1 'SAME' convolution of one [H, W, C] map written as one matmul over its patches.
 
     The same function and parameters (`kernel` [kh, kw, C, F], `bias` [F]) as `nn.Conv`. Why:
-    XLA's CPU convolution is fast on its own but about 10x slower inside the `lax.scan` of a
-    lifetime (A2C on Breakout-MinAtar, 64 x 20 steps per update: 1.1k env steps/s with nn.Conv,
-    10.5k with this; benchmarks/conv.py), while matmuls stay fast there.
+    XLA's CPU convolution is fast on its own but ~15x slower inside the `lax.scan` of a lifetime
+    (benchmarks/conv.py: 1000.6 vs 67.4 ms per A2C gradient step of the conv agent; BENCHMARKS.md),
+    while matmuls stay fast there.
     """
 
     features: int
