@@ -8,7 +8,8 @@ Generic maths on arrays (numpy in, numpy out; fitting runs in JAX):
     of the state-machine simulation);
   * `dissimilarity`: normalised state dissimilarity mean||s - s_hat||² / mean||s||²;
   * `equal_belief_distances`: mean distance between hidden states whose histories have
-    equal beliefs vs different beliefs.
+    equal beliefs vs different beliefs, per network on the same pairs, with bootstrap
+    intervals over trials and a paired interval for the difference between networks.
 
 And the on-policy data collection through the rollout engine: `WithPosterior` wraps a
 task-distribution environment so that each observation also carries the exact posterior
@@ -183,16 +184,19 @@ def belief_groups(beliefs: np.ndarray, decimals: int = 5) -> np.ndarray:
     return ids.reshape(-1)
 
 
-def equal_belief_distances(
-    hidden: np.ndarray, beliefs: np.ndarray, seed: int = 0, num_pairs: int = 20000, decimals: int = 5
-) -> dict:
-    """Mean Euclidean distance between hidden states of histories with equal vs different beliefs.
+class BeliefPairs(NamedTuple):
+    """Index pairs [num_pairs, 2] of histories: `equal` share a belief, `different` do not."""
 
-    Pairs are sampled uniformly: an equal pair picks a random point whose belief is shared by
-    another point and a random partner among those; a different pair is two random points
-    with different beliefs. Ratio = equal / different (small: the state is a function of the belief).
-    """
-    hidden = np.asarray(hidden, np.float64)
+    equal: np.ndarray
+    different: np.ndarray
+    distinct_beliefs: int
+
+
+def belief_pairs(beliefs: np.ndarray, seed: int = 0, num_pairs: int = 20000, decimals: int = 5) -> BeliefPairs:
+    """Pairs sampled uniformly: an equal pair picks a random point whose belief is shared by
+    another point and a random partner among those; a different pair is two random points with
+    different beliefs. They depend on the beliefs and the seed only, so every network watching
+    the same histories is measured on the same pairs (a paired comparison)."""
     ids = belief_groups(beliefs, decimals)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
@@ -209,17 +213,63 @@ def equal_belief_distances(
     within = position_of[i] - starts[i]
     partner_rank = offset + (offset >= within)
     j = order[starts[i] + partner_rank]
-    equal = np.linalg.norm(hidden[i] - hidden[j], axis=-1)
     a, b = rng.integers(0, len(ids), (2, 4 * num_pairs))
     keep = ids[a] != ids[b]
     a, b = a[keep][:num_pairs], b[keep][:num_pairs]
-    different = np.linalg.norm(hidden[a] - hidden[b], axis=-1)
-    return {
-        "equal": float(equal.mean()),
-        "different": float(different.mean()),
-        "ratio": float(equal.mean() / different.mean()),
-        "distinct_beliefs": int(ids.max() + 1),
-    }
+    return BeliefPairs(np.stack([i, j], -1), np.stack([a, b], -1), int(ids.max() + 1))
+
+
+def _pair_distances(hidden: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    hidden = np.asarray(hidden, np.float64)
+    return np.linalg.norm(hidden[pairs[:, 0]] - hidden[pairs[:, 1]], axis=-1)
+
+
+def _trial_bootstrap_ratios(distances: dict, pairs: BeliefPairs, groups: np.ndarray, num_resamples: int,
+                            seed: int) -> dict:
+    """Equal / different mean-distance ratio per network [num_resamples], trials resampled with
+    replacement: a pair counts as often as both its ends' trials were drawn (product of counts)."""
+    _, trial = np.unique(np.asarray(groups), return_inverse=True)
+    counts = np.random.default_rng(seed).multinomial(trial.max() + 1, np.full(trial.max() + 1, 1.0 / (trial.max() + 1)),
+                                                     num_resamples).astype(np.float32)
+    weights = {kind: counts[:, trial[p[:, 0]]] * counts[:, trial[p[:, 1]]]
+               for kind, p in (("equal", pairs.equal), ("different", pairs.different))}
+    means = lambda w, d: (w @ d) / np.maximum(w.sum(-1), 1e-12)  # noqa: E731
+    return {net: means(weights["equal"], d["equal"]) / means(weights["different"], d["different"])
+            for net, d in distances.items()}
+
+
+def equal_belief_distances(hidden: dict[str, np.ndarray], beliefs: np.ndarray, groups: np.ndarray | None = None,
+                           seed: int = 0, num_pairs: int = 20000, decimals: int = 5, num_resamples: int = 1000,
+                           level: float = 0.95) -> dict:
+    """Mean Euclidean distance between hidden states of histories with equal vs different beliefs,
+    for each network in `hidden` ({name: [N, d]}, all watching the same N histories).
+
+    Ratio = equal / different (small: the state is a function of the belief; about 1: it ignores
+    the belief). With `groups` (the trial of each history), the ratio gets a `level` confidence
+    interval from a bootstrap over trials, and every pair of networks the difference of their
+    ratios with a paired interval (same pairs, same resampled trials): the measure that still
+    separates a trained network from an untrained one where probes of both reach R² ≈ 1.
+    Returns {"networks": {name: {equal, different, ratio[, ratio_ci]}}, "distinct_beliefs",
+    and with groups "differences": {"a - b": {difference, ci}}}.
+    """
+    pairs = belief_pairs(beliefs, seed, num_pairs, decimals)
+    distances = {net: {"equal": _pair_distances(h, pairs.equal), "different": _pair_distances(h, pairs.different)}
+                 for net, h in hidden.items()}
+    networks = {net: {"equal": float(d["equal"].mean()), "different": float(d["different"].mean()),
+                      "ratio": float(d["equal"].mean() / d["different"].mean())} for net, d in distances.items()}
+    out = {"networks": networks, "distinct_beliefs": pairs.distinct_beliefs}
+    if groups is None:
+        return out
+    tail = 100 * (1 - level) / 2
+    ci = lambda x: [float(v) for v in np.percentile(x, [tail, 100 - tail])]  # noqa: E731
+    ratios = _trial_bootstrap_ratios(distances, pairs, groups, num_resamples, seed)
+    for net, r in ratios.items():
+        networks[net]["ratio_ci"] = ci(r)
+    names = list(hidden)
+    out["differences"] = {f"{a} - {b}": {"difference": networks[a]["ratio"] - networks[b]["ratio"],
+                                         "ci": ci(ratios[a] - ratios[b])}
+                          for k, a in enumerate(names) for b in names[k + 1:]}
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -308,7 +308,8 @@ def analyse(suite: TaskSuite, agent: rl2.RL2Config, params, config: AnalysisConf
     summary["decoding"]["<target>[ (random policy)]/<linear|mlp>/<trained|control>"]: held-out
     R² of probes hidden state -> `suite.probe_targets(posterior)`, on the first
     `config.probe_trials` trials; "simulation": the reverse maps belief -> hidden state and the
-    return lost acting from the mapped state; "equal_belief_distances". With `out_dir`, the
+    return lost acting from the mapped state; "equal_belief_distances" (`probes.equal_belief_distances`
+    of both networks on the agent's own histories, with trial-bootstrap intervals). With `out_dir`, the
     plots `probe_r2.png`, `hidden_pca.png` and `regret.png` (cumulative return without an
     oracle) are written there.
     """
@@ -365,8 +366,10 @@ def analyse(suite: TaskSuite, agent: rl2.RL2Config, params, config: AnalysisConf
             "mapped_return": float(mapped_return.mean()),
             "return_lost": lost, "return_lost_se": lost_se,
         }
-    distances = {net: probes.equal_belief_distances(x, beliefs, seed=config.eval_seed, num_pairs=config.num_pairs)
-                 for net, x in states.items()}
+    distances = probes.equal_belief_distances(states, beliefs, groups, seed=config.eval_seed, num_pairs=config.num_pairs)
+    for pair, v in distances["differences"].items():
+        _say(quiet, f"  equal/different-belief distance ratio {pair}: {v['difference']:+.4f} "
+                    f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]")
     summary.update(decoding=decoding, simulation=simulation, equal_belief_distances=distances,
                    analysis_seconds=time.time() - t0)
 
@@ -513,11 +516,18 @@ def report_lines(summary: dict) -> list[str]:
         for kind, s in summary["simulation"].items():
             lines.append(f"| {kind} | {s['dissimilarity']:.4f} | {s['dissimilarity_of_mean_state']:.4f} | {s['r2']:.4f} "
                          f"| {s['mapped_return']:.3f} | {s['return_lost']:.3f} ± {s['return_lost_se']:.3f} |")
+        d = summary["equal_belief_distances"]
         lines += ["", "## Hidden-state distances: histories with equal vs different beliefs", "",
-                  "| network | equal beliefs | different beliefs | ratio | distinct beliefs |",
-                  "| --- | --- | --- | --- | --- |"]
-        for net, v in summary["equal_belief_distances"].items():
-            lines.append(f"| {net} | {v['equal']:.4f} | {v['different']:.4f} | {v['ratio']:.4f} | {v['distinct_beliefs']} |")
+                  f"Mean distance between the hidden states of two histories (the agent's own, held-out trials) "
+                  f"whose exact beliefs are equal, and of two whose beliefs differ ({d['distinct_beliefs']} distinct "
+                  f"beliefs); both networks on the same pairs. Intervals: 95% bootstrap over trials.", "",
+                  "| network | equal beliefs | different beliefs | ratio [95% CI] |", "| --- | --- | --- | --- |"]
+        for net, v in d["networks"].items():
+            lines.append(f"| {net} | {v['equal']:.4f} | {v['different']:.4f} | {v['ratio']:.4f} "
+                         f"[{v['ratio_ci'][0]:.4f}, {v['ratio_ci'][1]:.4f}] |")
+        for pair, v in d["differences"].items():
+            lines += ["", f"Ratio {pair}: {v['difference']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] (paired: "
+                          f"an interval below 0 says the first network's state depends on the belief more closely)"]
         lines += ["", "Plots: `probe_r2.png`, `hidden_pca.png`, `regret.png`."]
     return lines
 

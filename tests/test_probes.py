@@ -56,14 +56,27 @@ def test_split_keeps_trials_on_one_side():
 
 
 def test_equal_belief_distances_separate_functions_of_belief_from_noise():
+    # 500 trials of 10 steps; a history's belief is its trial's running count of 1s (shared across trials)
     rng = np.random.default_rng(0)
-    beliefs = rng.integers(0, 20, (5000, 2)).astype(float)
-    embedding = rng.normal(size=(2, 8))
-    function_of_belief = np.tanh(beliefs @ embedding / 10)
-    noise = rng.normal(size=(5000, 8))
-    exact = probes.equal_belief_distances(function_of_belief, beliefs, seed=0)
-    assert exact["equal"] == 0.0 and exact["different"] > 0.1
-    assert probes.equal_belief_distances(noise, beliefs, seed=0)["ratio"] == pytest.approx(1.0, abs=0.05)
+    beliefs = np.cumsum(rng.integers(0, 2, (500, 10)), axis=1).reshape(-1, 1).astype(float)
+    groups = np.repeat(np.arange(500), 10)
+    embedding = rng.normal(size=(1, 8))
+    hidden = {"function of belief": np.tanh(beliefs @ embedding / 3), "noise": rng.normal(size=(5000, 8)),
+              "other noise": rng.normal(size=(5000, 8))}
+    d = probes.equal_belief_distances(hidden, beliefs, groups, seed=0)
+    exact, noise = d["networks"]["function of belief"], d["networks"]["noise"]
+    assert exact["equal"] == 0.0 and exact["different"] > 0.1 and exact["ratio_ci"] == [0.0, 0.0]
+    assert noise["ratio"] == pytest.approx(1.0, abs=0.05)
+    assert noise["ratio_ci"][0] < 1.0 < noise["ratio_ci"][1] and noise["ratio_ci"][1] - noise["ratio_ci"][0] < 0.1
+    # paired differences: the belief-driven state beats noise with an interval far from 0; two
+    # equally uninformative states are not told apart
+    better = d["differences"]["function of belief - noise"]
+    assert better["ci"][1] < -0.9
+    alike = d["differences"]["noise - other noise"]
+    assert alike["ci"][0] < 0.0 < alike["ci"][1]
+    # the pairs depend on the beliefs only: the same network alone gives the same numbers
+    alone = probes.equal_belief_distances({"noise": hidden["noise"]}, beliefs, seed=0)
+    assert alone["networks"]["noise"]["ratio"] == noise["ratio"] and "differences" not in alone
 
 
 def test_run_trials_pairs_each_step_with_the_posterior_of_the_same_history():

@@ -171,3 +171,6 @@ def test_trained_agent_holds_the_posterior_that_an_untrained_network_forgets():
     trained = summary["decoding"]["posterior (random policy)/linear/trained"]
     control = summary["decoding"]["posterior (random policy)/linear/control"]
     assert trained["r2"] > 0.98 and trained["unexplained_ratio_to_control"] < 0.2, (trained, control)
+    # Histories that share a belief lie closer together in the trained state than in the control's
+    distances = summary["equal_belief_distances"]
+    assert distances["differences"]["trained - control"]["ci"][1] < 0, distances
