@@ -77,6 +77,11 @@ def lambda_returns(traj: Trajectory, v_tp1: chex.Array, discount: float, lambda_
     return rlax.lambda_returns(traj.reward, discount_t, v_tp1, lambda_t, stop_target_gradients=True)
 
 
+def normalise_advantages(adv: chex.Array) -> chex.Array:
+    """Advantages centred and scaled to unit standard deviation over every element given."""
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
 def a2c_loss(apply_fn, params, traj: Trajectory, config: A2CConfig):
     """A2C loss of one stream: traj leaves are [T, ...]."""
     logits, v_t = jax.vmap(lambda o: apply_fn(params, o))(traj.obs)

@@ -26,7 +26,7 @@ import rlax
 from flax import struct
 
 from lpg import agents
-from lpg.a2c import actor_critic_checks, actor_critic_policy, lambda_returns, make_optimizer
+from lpg.a2c import actor_critic_checks, actor_critic_policy, lambda_returns, make_optimizer, normalise_advantages
 from lpg.config import validate
 from lpg.learner import Learner
 from lpg.rollout import Trajectory
@@ -101,7 +101,7 @@ def make_ppo(env, env_params, config: PPOConfig = PPOConfig(), learning_rate=Non
 
     def minibatch_loss(params, traj, adv, g):
         if config.normalise_advantages:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = normalise_advantages(adv)
         losses, metrics = jax.vmap(ppo_loss, in_axes=(None, None, 1, 1, 1, None))(
             network.apply, params, traj, adv, g, config)
         return losses.mean(), jax.tree.map(jnp.mean, metrics)

@@ -37,7 +37,7 @@ from flax import struct
 
 from envs.check import check_user_env
 from lpg import runs
-from lpg.a2c import actor_critic_checks, lambda_returns, make_optimizer
+from lpg.a2c import actor_critic_checks, lambda_returns, make_optimizer, normalise_advantages
 from lpg.config import validate
 from lpg.learner import Learner, TrainState, learning_curve, make_train
 from lpg.rollout import Timestep, Trajectory
@@ -65,6 +65,10 @@ class RL2Config:
     entropy_anneal_updates: int = 1
     value_cost: float = 0.5
     max_grad_norm: float | None = 1.0
+    # policy-gradient advantages centred and scaled to unit variance over the batch (as PPO's
+    # `normalise_advantages`), so the entropy cost is measured against advantages of size 1
+    # whatever the reward scale and trial length; the value loss keeps the raw returns
+    normalise_advantages: bool = False
 
     def __post_init__(self):
         checks = [
@@ -189,8 +193,9 @@ def unroll(network: RL2Network, params, carry, timesteps: Timestep, init_carry):
     return carry, logits, values
 
 
-def rl2_loss(network: RL2Network, params, traj: Trajectory, init_carry, config: RL2Config, entropy_cost):
-    """A2C loss of one stream (leaves [T, ...]) after re-running the RNN over the window."""
+def rl2_stream(network: RL2Network, params, traj: Trajectory, init_carry, config: RL2Config):
+    """One stream (leaves [T, ...]) after re-running the RNN over the window: (logits [T, A],
+    values [T], λ-returns [T])."""
     carry0 = jax.tree.map(lambda x: x[0], traj.policy_out["carry"])
     timesteps = Timestep(traj.obs, traj.policy_out["prev_action"], traj.policy_out["prev_reward"], traj.first)
     carry_T, logits, v_t = unroll(network, params, carry0, timesteps, init_carry)
@@ -201,9 +206,19 @@ def rl2_loss(network: RL2Network, params, traj: Trajectory, init_carry, config: 
     v_tp1 = jax.lax.stop_gradient(jnp.concatenate([v_t[1:], v_boot[None]]))
     # a trial's end is the end of the problem: no bootstrap even at a time-limit truncation
     traj = traj._replace(terminated=traj.done, truncated=jnp.zeros_like(traj.truncated))
-    g_t = lambda_returns(traj, v_tp1, config.discount, config.gae_lambda)
+    return logits, v_t, lambda_returns(traj, v_tp1, config.discount, config.gae_lambda)
+
+
+def rl2_loss(network: RL2Network, params, traj: Trajectory, init_carry, config: RL2Config, entropy_cost):
+    """A2C loss of a batch of streams (leaves [T, B, ...]), averaged over streams."""
+    logits, v_t, g_t = jax.vmap(rl2_stream, in_axes=(None, None, 1, None, None))(
+        network, params, traj, init_carry, config)  # [B, T, ...]
     adv_t = g_t - v_t
-    pg_loss = rlax.policy_gradient_loss(logits, traj.action, adv_t, jnp.ones_like(v_t))
+    pg_adv = jax.lax.stop_gradient(adv_t)
+    if config.normalise_advantages:
+        pg_adv = normalise_advantages(pg_adv)
+    actions = jnp.swapaxes(traj.action, 0, 1)
+    pg_loss = jax.vmap(rlax.policy_gradient_loss)(logits, actions, pg_adv, jnp.ones_like(v_t)).mean()
     entropy = distrax.Categorical(logits=logits).entropy().mean()
     value_loss = 0.5 * jnp.mean(adv_t**2)
     loss = pg_loss + config.value_cost * value_loss - entropy_cost * entropy
@@ -235,10 +250,7 @@ def make_rl2(env, env_params, config: RL2Config = RL2Config()) -> Learner:
         return action, {**out, "prev_action": timestep.prev_action, "prev_reward": timestep.prev_reward}, carry
 
     def batch_loss(params, traj, entropy_cost):
-        losses, metrics = jax.vmap(rl2_loss, in_axes=(None, None, 1, None, None, None))(
-            network, params, traj, init_carry, config, entropy_cost
-        )
-        return losses.mean(), jax.tree.map(jnp.mean, metrics)
+        return rl2_loss(network, params, traj, init_carry, config, entropy_cost)
 
     def update(state: RL2State, traj: Trajectory):
         frac = jnp.minimum(state.step / config.entropy_anneal_updates, 1.0)

@@ -7,7 +7,7 @@ import numpy as np
 
 import envs
 from envs import planning
-from lpg.a2c import A2CConfig, a2c_loss, lambda_returns, make_a2c
+from lpg.a2c import A2CConfig, a2c_loss, lambda_returns, make_a2c, normalise_advantages
 from lpg.agents import make_agent
 from lpg.rollout import Trajectory
 from tests.helpers import final_returns
@@ -32,6 +32,14 @@ def test_lambda_returns_respect_termination_and_truncation():
     g1 = 2.0 + g * 20.0  # truncated: λ_1 = 0
     g0 = 1.0 + g * ((1 - lam) * 10.0 + lam * g1)
     np.testing.assert_allclose(got, [g0, g1, g2, g3], rtol=1e-6)
+
+
+def test_normalised_advantages_have_zero_mean_unit_scale_and_keep_their_order():
+    adv = jnp.array([[3.0, -1.0, 10.0], [0.5, 7.0, -4.0]])
+    out = normalise_advantages(adv)
+    np.testing.assert_allclose([out.mean(), out.std()], [0.0, 1.0], atol=1e-6)
+    np.testing.assert_array_equal(jnp.argsort(out, axis=None), jnp.argsort(adv, axis=None))
+    np.testing.assert_allclose(normalise_advantages(100.0 * adv - 3.0), out, atol=1e-5)  # scale-free
 
 
 def test_a2c_loss_agrees_jitted_and_unjitted():

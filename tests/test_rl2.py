@@ -61,6 +61,31 @@ def test_loss_rerun_matches_acting_across_window_and_trial_boundaries():
                                   np.where(traj.first[1:], 0, traj.action[:-1]))
 
 
+def test_normalised_advantages_rescale_the_policy_gradient_only():
+    # Rewards x 10: without normalisation the policy-gradient term grows with the rewards; with
+    # it, the advantages it sees are unit-scale either way, while the value loss keeps raw returns.
+    env, env_params = bandits.make_beta_bandit(max_steps_in_episode=10)
+    config = rl2.RL2Config(hidden=16, num_envs=32, rollout_len=10)
+    agent, params, (traj,) = _rollout(env, env_params, config, num_envs=32, num_steps=10)
+    network = rl2.make_network(env, env_params, config)
+
+    def pg_grad_norm(normalise, scale):
+        c = rl2.RL2Config(hidden=16, num_envs=32, rollout_len=10, value_cost=0.0, normalise_advantages=normalise)
+        scaled = traj._replace(reward=scale * traj.reward)
+        loss = lambda p: rl2.rl2_loss(network, p, scaled, agent.init_carry, c, 0.0)  # noqa: E731
+        grads, metrics = jax.grad(loss, has_aux=True)(params)
+        return float(jnp.sqrt(sum((g**2).sum() for g in jax.tree.leaves(grads)))), metrics
+
+    raw1, m_raw = pg_grad_norm(False, 1.0)
+    raw10, _ = pg_grad_norm(False, 10.0)
+    norm1, m_norm = pg_grad_norm(True, 1.0)
+    norm10, _ = pg_grad_norm(True, 10.0)
+    assert raw10 > 5 * raw1  # raw advantages scale with the rewards (the value is small at init)
+    assert 0.5 < norm10 / norm1 < 2.0
+    np.testing.assert_allclose(m_norm["value_loss"], m_raw["value_loss"], rtol=1e-6)
+    np.testing.assert_allclose(m_norm["entropy"], m_raw["entropy"], rtol=1e-6)
+
+
 def test_short_training_on_easy_bandit_beats_random():
     # Arms pay Bernoulli(0.1) / Bernoulli(0.9) in unknown order, T = 20: random gets 10, oracle 18.
     T = 20
