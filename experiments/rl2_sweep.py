@@ -6,9 +6,12 @@ regret ratio to the exact Bayes-optimal agent at every setting (a table and a pl
     python -m experiments.rl2_sweep --preset swapped --set x_values=0.3,0.45 --set line_values=100
 
 A sweep is a base `experiments.rl2.Experiment` (the family's recipe), an x axis (a field of its
-`EnvConfig`) and optionally one line per value of a second field. Every (setting, seed) trains
-with the same recipe, except that the agent's window is the trial (`rollout_len = trial_len`),
-then is evaluated on held-out tasks (`lpg.rl2_analysis.evaluate`). Each run keeps its own run
+`EnvConfig`) and optionally one line per value of a second field. With `train_on="each"` every
+(setting, seed) trains with the same recipe on that setting alone, except that the agent's window
+is the trial (`rollout_len = trial_len`); with `train_on="once"` one agent per seed trains as the
+base experiment says (for the swapped family: on a mixture of its settings, `train_envs`, each
+trial drawing one) and is scored at every setting of the grid, trained on or not. Either way each
+agent is evaluated on held-out tasks (`lpg.rl2_analysis.evaluate`). Each run keeps its own run
 directory under RUN_DIR (so a rerun resumes and skips finished runs); RUN_DIR/sweep.json holds
 one row per run, RUN_DIR/summary.md the table (per setting: each seed's ratio, mean, range, the
 final training entropy) and RUN_DIR/regret_ratio.png the plot. A run whose policy entropy
@@ -27,12 +30,13 @@ import numpy as np
 
 from experiments.cli import Parser, add_common_args, apply_overrides, entry_point, fail, pick_preset
 from experiments.rl2 import PRESETS as RL2_PRESETS
-from experiments.rl2 import EnvConfig, Experiment, make_suite
+from experiments.rl2 import EnvConfig, Experiment, make_suite, make_train_env, training_tasks
 from lpg import rl2, runs
 from lpg.config import validate
 from lpg.rl2_analysis import evaluate
 
 ENV_FIELDS = tuple(f.name for f in dataclasses.fields(EnvConfig) if f.name != "name")
+TRAIN_ON = ("each", "once")
 COLLAPSE_ENTROPY = rl2.DETERMINISTIC_ENTROPY  # a final training entropy below this ...
 COLLAPSE_OF_RANDOM = 0.9  # ... with a regret above this fraction of the random policy's marks a collapsed run
 
@@ -47,6 +51,9 @@ class Sweep:
     seeds: tuple[int, ...] = (0, 1, 2)
     eval_trials: int = 2000
     target_ratio: float = 1.5
+    # "each": an agent per setting and seed, trained on that setting; "once": an agent per seed,
+    # trained as `base` says (its env, or the mixture of its train_envs), scored at every setting
+    train_on: str = "each"
 
     def __post_init__(self):
         validate(self, [
@@ -58,6 +65,7 @@ class Sweep:
             (len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds must be distinct, at least one"),
             (all(s != self.base.analysis.eval_seed for s in self.seeds), "a training seed equals analysis.eval_seed"),
             (self.eval_trials >= 10, "eval_trials must be >= 10"),
+            (self.train_on in TRAIN_ON, f"train_on must be one of {TRAIN_ON}"),
         ])
         for setting in self.settings():  # every setting must be a valid EnvConfig
             self.env(setting)
@@ -67,15 +75,25 @@ class Sweep:
         return [{self.x_field: x, **({self.line_field: w} if self.line_field else {})}
                 for w in lines for x in self.x_values]
 
+    def trained_on(self, setting: dict) -> bool:
+        """Whether the agent scored at `setting` trained on it."""
+        if self.train_on == "each":
+            return True
+        return self.env(setting) in (self.base.train_envs or (self.base.env,))
+
     def env(self, setting: dict) -> EnvConfig:
         typed = {k: type(getattr(self.base.env, k))(v) for k, v in setting.items()}
         return dataclasses.replace(self.base.env, **typed)
 
-    def experiment(self, setting: dict, seed: int) -> Experiment:
+    def experiment(self, setting: dict | None, seed: int) -> Experiment:
+        """What trains the agent scored at `setting` ("each"), or the one agent of a seed ("once",
+        setting None: the base experiment with this seed)."""
+        train = dataclasses.replace(self.base.train, seed=seed)
+        if setting is None:
+            return dataclasses.replace(self.base, train=train)
         env = self.env(setting)
         agent = dataclasses.replace(self.base.agent, rollout_len=env.trial_len)  # the window is the trial
-        return dataclasses.replace(self.base, env=env, agent=agent,
-                                   train=dataclasses.replace(self.base.train, seed=seed))
+        return dataclasses.replace(self.base, env=env, agent=agent, train=train, train_envs=())
 
 
 def label(setting: dict) -> str:
@@ -83,11 +101,15 @@ def label(setting: dict) -> str:
 
 
 PRESETS = {
-    # The swapped bandit: arms Bernoulli(p) / Bernoulli(1 - p), the `swapped` recipe.
-    "swapped": Sweep(RL2_PRESETS["swapped"], "reward_prob", (0.05, 0.1, 0.2, 0.3, 0.45),
-                     "trial_len", (20, 50, 100)),
+    # The swapped bandit: arms Bernoulli(p) / Bernoulli(1 - p), the `swapped` recipe: one agent per
+    # seed trained on the family's mixture, scored at every setting (p = 0.4 is not in the mixture).
+    "swapped": Sweep(RL2_PRESETS["swapped"], "reward_prob", (0.05, 0.1, 0.2, 0.3, 0.4, 0.45),
+                     "trial_len", (20, 50, 100), train_on="once"),
     # The Beta(1, 1) bandit with 2 arms, the `beta` recipe.
     "beta": Sweep(RL2_PRESETS["beta"], "trial_len", (5, 10, 20, 50, 100)),
+    # The Beta(1, 1) bandit with 3 arms (the exact policy is tabled up to T = 20), the same recipe.
+    "beta3": Sweep(dataclasses.replace(RL2_PRESETS["beta"], env=EnvConfig("bandit_beta", trial_len=20, num_arms=3)),
+                   "trial_len", (5, 10, 20)),
     # Hidden-goal grids of several sizes, the `hidden_goal` recipe.
     "hidden_goal": Sweep(RL2_PRESETS["hidden_goal"], "grid_size", (3, 5, 7)),
     # Seconds: the machinery end to end (tests).
@@ -104,27 +126,39 @@ def collapsed(final_entropy: float, regret: float, random_regret: float) -> bool
     return bool(final_entropy < COLLAPSE_ENTROPY and regret > COLLAPSE_OF_RANDOM * random_regret)
 
 
-def run_one(sweep: Sweep, setting: dict, seed: int, run_dir: Path, resume: bool, tensorboard: bool = False) -> dict:
-    """Trains (or resumes) one run and evaluates it on held-out tasks: one row of sweep.json."""
-    config = sweep.experiment(setting, seed)
-    suite = make_suite(config.env)
+def train(config: Experiment, run_dir: Path, resume: bool, tensorboard: bool = False) -> tuple[object, float]:
+    """Trains (or resumes) one agent as `config` says: (its params, seconds)."""
+    env, params = make_train_env(config)
     t0 = time.time()
-    state = rl2.train(suite.env, suite.params, config.agent, config.train, run_dir, resume=resume,
-                      run_config=config, tensorboard=tensorboard)
-    train_s = time.time() - t0
-    analysis = dataclasses.replace(config.analysis, num_trials=sweep.eval_trials,
-                                   probe_trials=min(config.analysis.probe_trials, sweep.eval_trials))
-    summary, _ = evaluate(suite, config.agent, state.learner.params, analysis, quiet=True)
+    state = rl2.train(env, params, config.agent, config.train, run_dir, resume=resume, run_config=config,
+                      tensorboard=tensorboard)
+    return state.learner.params, time.time() - t0
+
+
+def score(sweep: Sweep, setting: dict, seed: int, agent: rl2.RL2Config, params, run_dir: Path,
+          train_seconds: float) -> dict:
+    """One row of sweep.json: a trained agent evaluated at one setting on held-out tasks."""
+    suite = make_suite(sweep.env(setting))
+    analysis = dataclasses.replace(sweep.base.analysis, num_trials=sweep.eval_trials,
+                                   probe_trials=min(sweep.base.analysis.probe_trials, sweep.eval_trials))
+    summary, _ = evaluate(suite, agent, params, analysis, quiet=True)
     metrics = runs.read_metrics(run_dir)
-    versus, agent = summary["agent_vs_reference"], summary["policies"]["agent"]
-    ratio = versus["regret_ratio_to_exact"]
+    versus, me = summary["agent_vs_reference"], summary["policies"]["agent"]
     entropy = metrics[-1]["entropy"] if metrics else float("nan")
-    return {"setting": setting, "label": label(setting), "seed": seed, "regret_ratio": ratio,
-            "regret": agent["regret"], "exact_bayes_regret": versus["exact_bayes_regret"],
-            "agreement": agent.get("agreement"), "final_entropy": entropy,
-            "random_regret": summary["policies"]["random"]["regret"],
-            "collapsed": collapsed(entropy, agent["regret"], summary["policies"]["random"]["regret"]),
-            "train_seconds": train_s}
+    random_regret = summary["policies"]["random"]["regret"]
+    return {"setting": setting, "label": label(setting), "seed": seed, "regret_ratio": versus["regret_ratio_to_exact"],
+            "regret": me["regret"], "exact_bayes_regret": versus["exact_bayes_regret"],
+            "agreement": me.get("agreement"), "final_entropy": entropy, "random_regret": random_regret,
+            "collapsed": collapsed(entropy, me["regret"], random_regret),
+            "trained_on": sweep.trained_on(setting),
+            "train_seconds": train_seconds}
+
+
+def run_one(sweep: Sweep, setting: dict, seed: int, run_dir: Path, resume: bool, tensorboard: bool = False) -> dict:
+    """Trains (or resumes) one setting's agent and scores it there (train_on="each")."""
+    config = sweep.experiment(setting, seed)
+    params, seconds = train(config, run_dir, resume, tensorboard)
+    return score(sweep, setting, seed, config.agent, params, run_dir, seconds)
 
 
 def table(sweep: Sweep, rows: list[dict]) -> list[str]:
@@ -137,6 +171,7 @@ def table(sweep: Sweep, rows: list[dict]) -> list[str]:
         ratios = np.array([mine[s]["regret_ratio"] for s in seeds if s in mine])
         cells = [f"{mine[s]['regret_ratio']:.2f}" + (" (collapsed)" if mine[s]["collapsed"] else "") if s in mine
                  else "–" for s in seeds]
+        name = label(setting) + ("" if sweep.trained_on(setting) else " (not trained on)")
         if len(ratios):
             agree = [mine[s]["agreement"] for s in seeds if s in mine and mine[s]["agreement"] is not None]
             cells += [f"{ratios.mean():.2f}", f"{ratios.min():.2f}-{ratios.max():.2f}",
@@ -145,7 +180,7 @@ def table(sweep: Sweep, rows: list[dict]) -> list[str]:
                       f"{min(mine[s]['final_entropy'] for s in seeds if s in mine):.3f}"]
         else:
             cells += ["–"] * 5
-        lines.append("| " + " | ".join([label(setting)] + cells) + " |")
+        lines.append("| " + " | ".join([name] + cells) + " |")
     return lines
 
 
@@ -190,8 +225,11 @@ def write(sweep: Sweep, rows: list[dict], out: Path, command: str) -> None:
     recipe = runs.config_to_dict(sweep.base)
     text = [f"# RL² sweep: {sweep.base.env.name} over {sweep.x_field}"
             + (f" x {sweep.line_field}" if sweep.line_field else ""), "", f"Command: `{command}`", "",
-            f"Recipe (every setting and seed; the agent's window, rollout_len, is set to the trial): agent {json.dumps(recipe['agent'])}, "
-            f"train {json.dumps(recipe['train'])}. Regret ratio = the agent's regret / the exact "
+            ("Recipe (every setting and seed, each trained on its setting; the agent's window, rollout_len, "
+             "is set to the trial): " if sweep.train_on == "each" else
+             f"Recipe: one agent per seed, trained on {training_tasks(runs.config_to_dict(sweep.base))}, "
+             "scored at every setting below; ")
+            + f"agent {json.dumps(recipe['agent'])}, train {json.dumps(recipe['train'])}. Regret ratio = the agent's regret / the exact "
             f"Bayes-optimal regret, on {sweep.eval_trials} held-out trials (seed {sweep.base.analysis.eval_seed}). "
             f"Collapsed: final training entropy < {COLLAPSE_ENTROPY} nats and a regret above "
             f"{COLLAPSE_OF_RANDOM:g}x the random policy's.", "",
@@ -219,17 +257,35 @@ def main(argv=None):
         if saved["sweep"] != json.loads(json.dumps(runs.config_to_dict(sweep))):
             fail(f"{out} holds a sweep with other settings; pick another --run-dir or pass --no-resume")
         rows = saved["rows"]
-    jobs = [(s, seed) for s in sweep.settings() for seed in sweep.seeds]
-    for i, (setting, seed) in enumerate(jobs):
-        if any(r["label"] == label(setting) and r["seed"] == seed for r in rows):
-            continue
-        print(f"[{i + 1}/{len(jobs)}] {label(setting)} seed {seed}: training...", file=sys.stderr, flush=True)
-        row = run_one(sweep, setting, seed, out / label(setting) / f"seed{seed}", not args.no_resume, args.tensorboard)
+    done = {(r["label"], r["seed"]) for r in rows}
+
+    def report(i, n, row):
         rows.append(row)
-        print(f"[{i + 1}/{len(jobs)}] {label(setting)} seed {seed}: regret ratio {row['regret_ratio']:.2f}, "
+        print(f"[{i}/{n}] {row['label']} seed {row['seed']}: regret ratio {row['regret_ratio']:.2f}, "
               f"final entropy {row['final_entropy']:.3f}" + (" COLLAPSED" if row["collapsed"] else "")
-              + f" ({row['train_seconds']:.0f}s)", file=sys.stderr, flush=True)
+              + f" (trained {row['train_seconds']:.0f}s)", file=sys.stderr, flush=True)
         write(sweep, rows, out, command)
+
+    if sweep.train_on == "each":
+        jobs = [(s, seed) for s in sweep.settings() for seed in sweep.seeds]
+        for i, (setting, seed) in enumerate(jobs):
+            if (label(setting), seed) in done:
+                continue
+            print(f"[{i + 1}/{len(jobs)}] {label(setting)} seed {seed}: training...", file=sys.stderr, flush=True)
+            report(i + 1, len(jobs), run_one(sweep, setting, seed, out / label(setting) / f"seed{seed}",
+                                             not args.no_resume, args.tensorboard))
+    else:
+        for i, seed in enumerate(sweep.seeds):
+            todo = [s for s in sweep.settings() if (label(s), seed) not in done]
+            if not todo:
+                continue
+            print(f"[seed {i + 1}/{len(sweep.seeds)}] seed {seed}: training on {training_tasks(runs.config_to_dict(sweep.base))}...",
+                  file=sys.stderr, flush=True)
+            run_dir = out / "once" / f"seed{seed}"
+            config = sweep.experiment(None, seed)
+            params, seconds = train(config, run_dir, not args.no_resume, args.tensorboard)
+            for j, setting in enumerate(todo):
+                report(j + 1, len(todo), score(sweep, setting, seed, config.agent, params, run_dir, seconds))
     write(sweep, rows, out, command)
     print(f"wrote {out / 'summary.md'}", file=sys.stderr)
 

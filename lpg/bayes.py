@@ -67,6 +67,8 @@ class BetaBanditSolution:
     q_table: np.ndarray | None = None
     offsets: np.ndarray | None = None
     _q_fn: Callable | None = None
+    # K > 2: sorted per-arm counts -> value with T - pulls left, for every reachable state
+    state_values: dict | None = dataclasses.field(default=None, compare=False)
 
     def q_values(self, posterior, steps_left: int | None = None) -> np.ndarray:
         counts = np.rint(
@@ -141,10 +143,14 @@ def beta_bandit_bayes_optimal(
 
 def _beta_bandit_memo(T: int, num_arms: int, prior: tuple[float, float]) -> BetaBanditSolution:
     a0, b0 = prior
+    values: dict[tuple, float] = {}  # sorted counts -> value with T - pulls left (when k == that)
 
     @functools.lru_cache(maxsize=None)
     def value(counts: tuple, k: int) -> float:  # counts sorted: arms are exchangeable
-        return max(q(counts, k)) if k > 0 else 0.0
+        v = max(q(counts, k)) if k > 0 else 0.0
+        if k + sum(s + f for s, f in counts) == T:
+            values[counts] = v
+        return v
 
     def q(counts: tuple, k: int) -> list[float]:
         out = []
@@ -156,9 +162,51 @@ def _beta_bandit_memo(T: int, num_arms: int, prior: tuple[float, float]) -> Beta
         return out
 
     start = tuple(((0, 0),) * num_arms)
+    v0 = value(start, T)  # fills `values`
     return BetaBanditSolution(
-        value=value(start, T), horizon=T, num_arms=num_arms, prior=prior, _q_fn=q
+        value=v0, horizon=T, num_arms=num_arms, prior=prior, _q_fn=q, state_values=values
     )
+
+
+# K > 2 arms on device: the value of every reachable state in one table. A state is the
+# multiset of per-arm counts (arms are exchangeable); arm a's (s_a, f_a) is pair index
+# n (n + 1) / 2 + s_a (n = s_a + f_a <= T), and sorted pair indices i_0 <= ... <= i_K-1 have
+# rank sum_j C(i_j + j, j + 1) (the combinatorial number system), dense over all multisets.
+MAX_TABLE_STATES = 5_000_000
+
+
+def _pair_index(s, f):
+    n = s + f
+    return n * (n + 1) // 2 + s
+
+
+def _multiset_rank(indices):
+    """Rank of a sorted multiset of pair indices `[..., K]` (ints; numpy or jax arrays)."""
+    rank = 0
+    for j in range(indices.shape[-1]):
+        c = indices[..., j] + j  # C(c, j + 1): a product of j + 1 consecutive integers / (j + 1)!
+        term = c
+        for r in range(1, j + 1):
+            term = term * (c - r)
+        rank = rank + term // int(np.prod(np.arange(1, j + 2)))
+    return rank
+
+
+def beta_value_table(solution: BetaBanditSolution) -> np.ndarray:
+    """Values `[C(P + K - 1, K)]` of every K-arm count state of a memo solution, by multiset
+    rank (P = (T + 1)(T + 2) / 2 pair indices; unreachable entries 0). Raises if it would hold
+    more than `MAX_TABLE_STATES` entries."""
+    T, K = solution.horizon, solution.num_arms
+    P = (T + 1) * (T + 2) // 2
+    size = int(np.prod(np.arange(P, P + K), dtype=np.float64) / np.prod(np.arange(1, K + 1)))
+    if size > MAX_TABLE_STATES:
+        raise ValueError(f"a {K}-arm table for T = {T} holds {size:,} states (at most {MAX_TABLE_STATES:,}): "
+                         f"use fewer arms or a shorter trial")
+    counts = np.array(list(solution.state_values), np.int64)  # [N, K, (s, f)]
+    table = np.zeros(size, np.float32)
+    ranks = _multiset_rank(np.sort(_pair_index(counts[..., 0], counts[..., 1]), axis=-1))
+    table[ranks] = np.fromiter(solution.state_values.values(), np.float64, len(counts))
+    return table
 
 
 def beta_bandit_oracle_value(
@@ -289,10 +337,39 @@ def make_beta_greedy(num_arms: int = 2, prior=(1.0, 1.0)) -> BaselinePolicy:
     return BaselinePolicy(greedy_policy, None, beta_counts_init_carry(num_arms, prior))
 
 
+class BetaValueTableParams(NamedTuple):
+    values: jax.Array  # [C(P + K - 1, K)] from `beta_value_table`
+    prior: jax.Array  # [2]
+
+
+def beta_bayes_optimal_k_policy(params: BetaValueTableParams, carry, timestep, key):
+    """Bayes-optimal arm of K arms: Q_a = m_a (1 + V(win_a)) + (1 - m_a) V(loss_a), V looked up by
+    the multiset rank of the counts after the pull (ties go to the lowest arm)."""
+    counts = update_beta_counts(carry, timestep)
+    sf = jnp.rint(counts.reshape(-1, 2) - params.prior).astype(jnp.int32)  # [K, (s, f)]
+    K = sf.shape[0]
+    pair = _pair_index(sf[:, 0], sf[:, 1])  # [K]
+    eye = jnp.eye(K, dtype=jnp.int32)
+
+    def value_after(outcome):  # [K]: V after pulling arm a with this outcome (0 success, 1 failure)
+        moved = sf[None] + eye[:, :, None] * jnp.array([1 - outcome, outcome])[None, None]  # [K, K, 2]
+        indices = jnp.sort(jnp.where(eye == 1, _pair_index(moved[..., 0], moved[..., 1]), pair[None]), axis=-1)
+        return params.values[jnp.clip(_multiset_rank(indices), 0, params.values.shape[0] - 1)]
+
+    pairs = counts.reshape(-1, 2)
+    m = pairs[:, 0] / pairs.sum(-1)
+    q = m * (1.0 + value_after(0)) + (1.0 - m) * value_after(1)
+    return jnp.argmax(q), {"belief": counts, "q_values": q}, counts
+
+
 def make_beta_bayes_optimal(solution: BetaBanditSolution) -> BaselinePolicy:
-    """Table-lookup Bayes-optimal policy (two arms; `solution.horizon` must equal the env's T)."""
+    """Table-lookup Bayes-optimal policy (`solution.horizon` must equal the env's T): the Q-table
+    for two arms, the value table over count multisets (`beta_value_table`) for more."""
     if solution.q_table is None:
-        raise ValueError("the JAX Bayes-optimal policy needs the two-arm table")
+        params = BetaValueTableParams(jnp.asarray(beta_value_table(solution)),
+                                      jnp.asarray(solution.prior, jnp.float32))
+        return BaselinePolicy(beta_bayes_optimal_k_policy, params,
+                              beta_counts_init_carry(solution.num_arms, solution.prior))
     params = BetaTableParams(
         q_table=jnp.asarray(solution.q_table),
         offsets=jnp.asarray(solution.offsets, jnp.int32),

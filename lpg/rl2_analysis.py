@@ -131,14 +131,14 @@ class TaskSuite:
 # --------------------------------------------------------------------------------------
 
 
-def beta_bandit_suite(trial_len: int) -> TaskSuite:
-    """Two arms with p ~ Beta(1, 1) each; Bayes-optimal by DP over Beta counts, greedy, Thompson."""
-    env, params = bandits.make_beta_bandit(max_steps_in_episode=trial_len)
-    oracle_env, _ = bandits.make_beta_bandit(max_steps_in_episode=trial_len, reveal_task=True)
-    solution = bayes.beta_bandit_bayes_optimal(trial_len)
-    baselines = {"bayes_optimal": bayes.make_beta_bayes_optimal(solution), "greedy": bayes.make_beta_greedy(),
-                 "thompson": bayes.make_beta_thompson(), "random": bayes.make_random(2)}
-    exact = {"bayes_optimal": solution.value, "oracle": bayes.beta_bandit_oracle_value(trial_len)}
+def beta_bandit_suite(trial_len: int, num_arms: int = 2) -> TaskSuite:
+    """K arms with p ~ Beta(1, 1) each; Bayes-optimal by DP over Beta counts, greedy, Thompson."""
+    env, params = bandits.make_beta_bandit(max_steps_in_episode=trial_len, num_arms=num_arms)
+    oracle_env, _ = bandits.make_beta_bandit(max_steps_in_episode=trial_len, num_arms=num_arms, reveal_task=True)
+    solution = bayes.beta_bandit_bayes_optimal(trial_len, num_arms=num_arms)
+    baselines = {"bayes_optimal": bayes.make_beta_bayes_optimal(solution), "greedy": bayes.make_beta_greedy(num_arms),
+                 "thompson": bayes.make_beta_thompson(num_arms), "random": bayes.make_random(num_arms)}
+    exact = {"bayes_optimal": solution.value, "oracle": bayes.beta_bandit_oracle_value(trial_len, num_arms)}
 
     def targets(posterior):
         return {"posterior": posterior, "posterior_mean": bandits.posterior_mean(posterior)}
@@ -529,6 +529,44 @@ def report_lines(summary: dict) -> list[str]:
             lines += ["", f"Ratio {pair}: {v['difference']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] (paired: "
                           f"an interval below 0 says the first network's state depends on the belief more closely)"]
         lines += ["", "Plots: `probe_r2.png`, `hidden_pca.png`, `regret.png`."]
+    return lines
+
+
+def seed_rows(summaries: Mapping[int, dict]) -> list[tuple[str, list[float]]]:
+    """The figures that decide the targets, one row each with every training seed's value:
+    regret ratios, agreement, each probe's trained and control R², the equal/different-belief
+    distance ratio of both networks. A figure missing from a summary is NaN there."""
+
+    def get(summary, *path):
+        for k in path:
+            if not isinstance(summary, dict) or k not in summary:
+                return float("nan")
+            summary = summary[k]
+        return float(summary)
+
+    rows = [("regret / exact Bayes-optimal regret", ("agent_vs_reference", "regret_ratio_to_exact")),
+            ("regret / Bayes-optimal policy's regret (same tasks)", ("agent_vs_reference", "regret_ratio")),
+            ("agreement with a Bayes-optimal action", ("policies", "agent", "agreement"))]
+    first = next(iter(summaries.values()))
+    for name in sorted({k.rsplit("/", 1)[0] for k in first.get("decoding", {})}):
+        rows += [(f"probe R², {name}, trained", ("decoding", f"{name}/trained", "r2")),
+                 (f"probe R², {name}, untrained control", ("decoding", f"{name}/control", "r2"))]
+    for net in first.get("equal_belief_distances", {}).get("networks", {}):
+        rows.append((f"distance ratio equal/different belief, {net}", ("equal_belief_distances", "networks", net, "ratio")))
+    return [(name, [get(summaries[seed], *path) for seed in summaries]) for name, path in rows]
+
+
+def seed_table(summaries: Mapping[int, dict]) -> list[str]:
+    """Markdown table of `seed_rows`: each seed, the mean and the range across seeds."""
+    seeds = list(summaries)
+    lines = ["| figure | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | range |",
+             "|" + " --- |" * (len(seeds) + 3)]
+    for name, values in seed_rows(summaries):
+        v = np.asarray(values)
+        ok = v[np.isfinite(v)]
+        spread = [f"{ok.mean():.4f}", f"{ok.min():.4f}-{ok.max():.4f}"] if len(ok) else ["–", "–"]
+        lines.append(f"| {name} | " + " | ".join(f"{x:.4f}" if np.isfinite(x) else "–" for x in v)
+                     + " | " + " | ".join(spread) + " |")
     return lines
 
 

@@ -99,6 +99,27 @@ def test_beta_dp_table_agrees_with_memoised_recursion():
         np.testing.assert_allclose(table.q_values(counts), memo.q_values(counts), rtol=1e-6)
 
 
+def test_three_arm_value_table_gives_the_memo_dp_q_values_on_device():
+    # Ground truth: the host recursion's Q-values, at random reachable count states.
+    T = 8
+    solution = bayes.beta_bandit_bayes_optimal(T, num_arms=3)
+    policy = bayes.make_beta_bayes_optimal(solution)
+    step = Timestep(jnp.zeros(1), jnp.int32(0), jnp.float32(0.0), jnp.bool_(True))  # first: no count update
+    act = jax.jit(lambda counts: policy.policy_fn(policy.params, counts, step, jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        counts = rng.multinomial(rng.integers(0, T), [1 / 6] * 6) + 1  # pulls < T: a decision is left
+        action, out, _ = act(jnp.asarray(counts, jnp.float32))
+        expected = solution.q_values(counts)
+        np.testing.assert_allclose(np.asarray(out["q_values"]), expected, rtol=1e-5, atol=1e-6)
+        assert expected[int(action)] == pytest.approx(max(expected))
+
+
+def test_value_table_refuses_what_does_not_fit():
+    with pytest.raises(ValueError, match="at most"):
+        bayes.beta_value_table(bayes.beta_bandit_bayes_optimal(40, num_arms=3))
+
+
 def test_swapped_dp_reproduces_reference():
     # Printed to 2 decimals; the p = 0.1 value is 89.375 exactly (up to float error).
     assert bayes.swapped_bandit_bayes_optimal(0.1, 100).value == pytest.approx(89.375, abs=1e-9)
@@ -123,18 +144,19 @@ def test_hidden_goal_dp_by_hand():
 # ------------------------------------------------------------------ policies in the envs
 
 
-def test_beta_policies_monte_carlo():
-    T, n = 20, 5000
-    env, params = make_beta_bandit(max_steps_in_episode=T)
-    oracle_env, oracle_params = make_beta_bandit(max_steps_in_episode=T, reveal_task=True)
-    solution = bayes.beta_bandit_bayes_optimal(T)
+@pytest.mark.parametrize("num_arms, T", [(2, 20), (3, 10)])
+def test_beta_policies_monte_carlo(num_arms, T):
+    n = 5000
+    env, params = make_beta_bandit(num_arms, max_steps_in_episode=T)
+    oracle_env, oracle_params = make_beta_bandit(num_arms, max_steps_in_episode=T, reveal_task=True)
+    solution = bayes.beta_bandit_bayes_optimal(T, num_arms=num_arms)
     names = ["bayes_optimal", "thompson", "greedy", "random", "oracle"]
     results = run_trials(
         [
             (env, params, bayes.make_beta_bayes_optimal(solution)),
-            (env, params, bayes.make_beta_thompson()),
-            (env, params, bayes.make_beta_greedy()),
-            (env, params, bayes.make_random(2)),
+            (env, params, bayes.make_beta_thompson(num_arms)),
+            (env, params, bayes.make_beta_greedy(num_arms)),
+            (env, params, bayes.make_random(num_arms)),
             (oracle_env, oracle_params, bayes.make_task_oracle()),
         ],
         jax.random.key(0),
@@ -145,10 +167,10 @@ def test_beta_policies_monte_carlo():
     optimal, se = returns["bayes_optimal"]
     assert abs(optimal - solution.value) < 4 * se, returns
     oracle, oracle_se = returns["oracle"]
-    assert abs(oracle - bayes.beta_bandit_oracle_value(T)) < 4 * oracle_se, returns
+    assert abs(oracle - bayes.beta_bandit_oracle_value(T, num_arms)) < 4 * oracle_se, returns
     assert abs(returns["random"][0] - T / 2) < 4 * returns["random"][1], returns
     for name in ("thompson", "greedy"):
-        assert returns["random"][0] + 1.0 < returns[name][0] < solution.value + 3 * se, returns
+        assert returns["random"][0] + 0.05 * T < returns[name][0] < solution.value + 3 * se, returns
 
     # The policy's belief is the env's posterior one step earlier, and its actions are
     # the host DP's actions.

@@ -169,3 +169,50 @@ def test_command_trains_resumes_and_analyses(tmp_path, monkeypatch):
     evaluated = json.loads((out / "summary.json").read_text())
     assert evaluated["policies"]["agent"] == analysed["policies"]["agent"]
     assert "decoding" not in evaluated and not (out / "probe_r2.png").exists()
+
+
+def test_several_training_seeds_each_get_a_run_and_the_table_shows_the_spread(tmp_path, capsys):
+    import json
+
+    from experiments import rl2 as experiment
+
+    run, out = tmp_path / "run", tmp_path / "out"
+    args = ["--preset", "quick", "--set", "train.updates_per_chunk=10", "--set", "train.num_updates=10",
+            "--set", "agent.num_envs=16", "--set", "analysis.num_trials=50", "--seeds", "3", "5",
+            "--run-dir", str(run), "--out", str(out)]
+    experiment.main(args[:-2] + ["--mode", "train"])
+    assert sorted(p.name for p in run.iterdir()) == ["seed3", "seed5"]
+    assert json.loads((run / "seed5" / "config.json").read_text())["train"]["seed"] == 5
+    experiment.main(args + ["--mode", "evaluate"])
+    per_seed = {s: json.loads((out / f"seed{s}" / "summary.json").read_text()) for s in (3, 5)}
+    ratios = [per_seed[s]["agent_vs_reference"]["regret_ratio_to_exact"] for s in (3, 5)]
+    losses = [json.loads((run / f"seed{s}" / "metrics.jsonl").read_text().splitlines()[0])["loss"] for s in (3, 5)]
+    assert losses[0] != losses[1]  # two trainings from two seeds
+    row = next(line for line in (out / "summary.md").read_text().splitlines()
+               if line.startswith("| regret / exact Bayes-optimal regret |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:] == [f"{ratios[0]:.4f}", f"{ratios[1]:.4f}", f"{np.mean(ratios):.4f}",
+                         f"{min(ratios):.4f}-{max(ratios):.4f}"]
+    saved = json.loads((out / "seeds.json").read_text())["rows"][0]
+    assert saved["values"] == {"3": ratios[0], "5": ratios[1]}
+    for bad, says in ((["--seeds", "1", "1"], "distinct"), (["--seeds", "0", "10000"], "eval_seed")):
+        with pytest.raises(SystemExit):
+            experiment.main(["--preset", "quick", "--run-dir", str(tmp_path / "bad")] + bad)
+        assert says in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_seed_table_reports_every_seed_and_missing_figures():
+    from lpg.rl2_analysis import seed_table
+
+    def summary(ratio, r2=None):
+        out = {"agent_vs_reference": {"regret_ratio_to_exact": ratio, "regret_ratio": ratio},
+               "policies": {"agent": {"agreement": 0.9}}}
+        if r2 is not None:
+            out["decoding"] = {"posterior/linear/trained": {"r2": r2}, "posterior/linear/control": {"r2": 0.5}}
+        return out
+
+    lines = seed_table({0: summary(1.2, 0.9), 1: summary(1.6), 2: summary(1.0, 0.7)})
+    assert lines[2] == "| regret / exact Bayes-optimal regret | 1.2000 | 1.6000 | 1.0000 | 1.2667 | 1.0000-1.6000 |"
+    trained = next(line for line in lines if "posterior/linear, trained" in line)
+    assert trained == "| probe R², posterior/linear, trained | 0.9000 | – | 0.7000 | 0.8000 | 0.7000-0.9000 |"

@@ -59,3 +59,48 @@ def test_sweep_settings_are_checked():
         dataclasses.replace(base, x_values=(0.1, 1.5))
     assert base.experiment({"reward_prob": 0.2, "trial_len": 50}, seed=2).agent.rollout_len == 50
     assert isinstance(base.env({"trial_len": 20.0}).trial_len, int) and EnvConfig().name == "bandit_beta"
+
+
+def test_three_arm_beta_family_is_checked_and_scored_against_its_own_dp():
+    with pytest.raises(ValueError, match="trial_len must be <= 20 for bandit_beta with more than 2 arms"):
+        dataclasses.replace(rl2_sweep.PRESETS["beta3"], x_values=(20, 50))
+    with pytest.raises(ValueError, match="num_arms applies to bandit_beta only"):
+        EnvConfig("bandit_swapped", num_arms=3)
+    from experiments.rl2 import make_suite
+    from lpg import bayes
+
+    suite = make_suite(rl2_sweep.PRESETS["beta3"].env({"trial_len": 5}))
+    assert suite.env.action_space(suite.params).n == 3
+    assert suite.exact["bayes_optimal"] == pytest.approx(bayes.beta_bandit_bayes_optimal(5, num_arms=3).value)
+    assert suite.exact["oracle"] == pytest.approx(5 * 3 / 4)  # T K / (K + 1) for the uniform prior
+
+
+def test_once_sweep_trains_one_agent_per_seed_on_the_mixture_and_scores_every_setting(tmp_path, monkeypatch):
+    tiny = rl2_sweep.PRESETS["tiny"]
+    mixture = tuple(EnvConfig("bandit_swapped", trial_len=10, reward_prob=p) for p in (0.1, 0.3))
+    monkeypatch.setitem(rl2_sweep.PRESETS, "tiny_once", dataclasses.replace(
+        tiny, base=dataclasses.replace(tiny.base, agent=dataclasses.replace(tiny.base.agent, rollout_len=10),
+                                       train_envs=mixture), train_on="once"))
+    out = tmp_path / "mix"
+    argv = ["--preset", "tiny_once", "--set", "x_values=0.2,0.3", "--set", "eval_trials=20", "--run-dir", str(out)]
+    trained = []
+    real = rl2_sweep.train
+    monkeypatch.setattr(rl2_sweep, "train", lambda config, *a, **k: trained.append(config.train.seed) or real(config, *a, **k))
+    rl2_sweep.main(argv)
+    assert trained == [0, 1]  # one agent per seed, not one per setting
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert sorted((r["label"], r["seed"]) for r in rows) == [(f"reward_prob={p},trial_len=10", s)
+                                                             for p in (0.2, 0.3) for s in (0, 1)]
+    assert {r["label"]: r["trained_on"] for r in rows} == {"reward_prob=0.2,trial_len=10": False,
+                                                           "reward_prob=0.3,trial_len=10": True}
+    config = json.loads((out / "once" / "seed1" / "config.json").read_text())
+    assert [e["reward_prob"] for e in config["train_envs"]] == [0.1, 0.3] and config["train"]["seed"] == 1
+    summary = (out / "summary.md").read_text()
+    assert "| reward_prob=0.2,trial_len=10 (not trained on) |" in summary
+    assert "a mixture of 2 settings of the family, each trial drawing one (reward_prob 0.1; reward_prob 0.3)" in summary
+    rl2_sweep.main(argv)  # a rerun trains nothing
+    assert trained == [0, 1]
+    with pytest.raises(ValueError, match="train_on must be one of"):
+        dataclasses.replace(tiny, train_on="mixture")
+    with pytest.raises(ValueError, match="settings of env's family"):
+        dataclasses.replace(tiny.base, train_envs=(EnvConfig("bandit_beta"),))
