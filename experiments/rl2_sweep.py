@@ -102,9 +102,10 @@ def label(setting: dict) -> str:
 
 PRESETS = {
     # The swapped bandit: arms Bernoulli(p) / Bernoulli(1 - p), the `swapped` recipe: one agent per
-    # seed trained on the family's mixture, scored at every setting (p = 0.4 is not in the mixture).
+    # seed trained on the family's mixture, scored at every setting (p = 0.4 and T = 70 are not in
+    # the mixture).
     "swapped": Sweep(RL2_PRESETS["swapped"], "reward_prob", (0.05, 0.1, 0.2, 0.3, 0.4, 0.45),
-                     "trial_len", (20, 50, 100), train_on="once"),
+                     "trial_len", (20, 50, 70, 100), train_on="once"),
     # The Beta(1, 1) bandit with 2 arms, the `beta` recipe.
     "beta": Sweep(RL2_PRESETS["beta"], "trial_len", (5, 10, 20, 50, 100)),
     # The Beta(1, 1) bandit with 3 arms (the exact policy is tabled up to T = 20), the same recipe.
