@@ -107,7 +107,7 @@ PRESETS = {
     # larger batch, lower λ or a torso), yet an agent trained at p = 0.3 plays p = 0.45 at 1.07-1.14x
     # the Bayes regret: the weak settings are learned through the others. Discount 0.9: trained
     # undiscounted on the same mixture (or on its T = 100 settings only) the agent stayed at
-    # 2.5-4.5x the Bayes regret at p <= 0.3 after 10,000 updates (every later pull's noise is in
+    # 2.0-4.5x the Bayes regret at p <= 0.3 after 10,000 updates (every later pull's noise is in
     # an undiscounted advantage, and with trials of several lengths and only t / T observed the
     # value cannot know the steps left: value loss 14 against 0.4); the Bayes-optimal policy
     # (greedy on the posterior) is the same for any discount. Normalised advantages and an

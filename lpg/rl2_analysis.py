@@ -16,7 +16,8 @@ A known family brings its baselines from `lpg.bayes` (`beta_bandit_suite`,
     untrained network of the same size (on the agent's own histories and on random-policy
     histories that both networks watch), the reverse map belief -> hidden state with its
     state-machine simulation, and the equal-belief distance test (`lpg.probes`);
-  * `plot_probes`, `plot_projection`, `plot_regret`, `write_report`: figures and summary files.
+  * `plot_probes`, `plot_projection`, `plot_regret`, `write_report`: figures and summary files;
+  * `seed_rows`, `seed_table`: the figures of several training seeds side by side.
 
 This is the analysis floor above `lpg.rl2` (the agent and its training), `lpg.probes` (the
 regressions and the on-policy data collection) and `lpg.bayes` (the exact baselines).
