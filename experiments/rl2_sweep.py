@@ -210,7 +210,7 @@ def plot(sweep: Sweep, rows: list[dict], path: Path) -> None:
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_yscale("log")
     low, high = ax.get_ylim()  # labelled ticks wherever the data lie (a log axis labels decades only)
-    ax.set_yticks([t for t in (0.5, 0.7, 0.8, 0.9, 1, 1.1, 1.2, 1.3, 1.5, 2, 3, 5, 10, 20, 50, 100) if low <= t <= high])
+    ax.set_yticks([t for t in (0.5, 0.7, 0.8, 0.9, 1, 1.1, 1.2, 1.3, 1.5, 1.7, 2, 3, 5, 10, 20, 50, 100) if low <= t <= high])
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(sweep.x_field)

@@ -86,6 +86,38 @@ def test_normalised_advantages_rescale_the_policy_gradient_only():
     np.testing.assert_allclose(m_norm["entropy"], m_raw["entropy"], rtol=1e-6)
 
 
+def test_scaled_value_loss_is_the_raw_value_gradient_over_the_advantage_std():
+    # With scale_value_loss the value term's gradient is the raw one divided by std(A) (a constant
+    # for the gradient), so rewards x 10 grow it about as the normalised policy gradient grows:
+    # not at all once the advantages are dominated by the rewards (value ~ 0 at init).
+    env, env_params = bandits.make_beta_bandit(max_steps_in_episode=10)
+    config = rl2.RL2Config(hidden=16, num_envs=32, rollout_len=10)
+    agent, params, (traj,) = _rollout(env, env_params, config, num_envs=32, num_steps=10)
+    network = rl2.make_network(env, env_params, config)
+
+    def value_grads(scale_loss, reward_scale=1.0):
+        c = rl2.RL2Config(hidden=16, num_envs=32, rollout_len=10, value_cost=1.0, scale_value_loss=scale_loss)
+        pg_only = rl2.RL2Config(hidden=16, num_envs=32, rollout_len=10, value_cost=0.0)
+        scaled = traj._replace(reward=reward_scale * traj.reward)
+        grad = lambda cfg: jax.grad(  # noqa: E731
+            lambda p: rl2.rl2_loss(network, p, scaled, agent.init_carry, cfg, 0.0)[0])(params)
+        grads = jax.tree.map(lambda a, b: a - b, grad(c), grad(pg_only))  # the value term's alone
+        logits, v_t, g_t = jax.vmap(rl2.rl2_stream, in_axes=(None, None, 1, None, None))(
+            network, params, scaled, agent.init_carry, c)
+        return grads, float(jnp.std(g_t - v_t))
+
+    raw, adv_std = value_grads(False)
+    scaled, _ = value_grads(True)
+    assert adv_std > 0.1
+    for r, s in zip(jax.tree.leaves(raw), jax.tree.leaves(scaled)):
+        np.testing.assert_allclose(s * adv_std, r, rtol=1e-3, atol=1e-6)
+    norm = lambda g: float(jnp.sqrt(sum((x**2).sum() for x in jax.tree.leaves(g))))  # noqa: E731
+    raw10, _ = value_grads(False, 10.0)
+    scaled10, _ = value_grads(True, 10.0)
+    assert norm(raw10) > 5 * norm(raw)
+    assert 0.5 < norm(scaled10) / norm(scaled) < 2.0
+
+
 def test_short_training_on_easy_bandit_beats_random():
     # Arms pay Bernoulli(0.1) / Bernoulli(0.9) in unknown order, T = 20: random gets 10, oracle 18.
     T = 20
