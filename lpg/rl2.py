@@ -56,6 +56,11 @@ class RL2Config:
     discount: float = 1.0
     gae_lambda: float = 0.9
     learning_rate: float = 1e-3
+    # None: constant; else the rate moves linearly from `learning_rate` to `learning_rate_end`
+    # over `lr_anneal_updates` updates and stays there (the final policy is then an average over
+    # small late steps rather than the last of many large, noisy ones)
+    learning_rate_end: float | None = None
+    lr_anneal_updates: int = 1
     optimizer: str = "adam"
     # entropy bonus: `entropy_cost` at the first update, moving linearly to `entropy_cost_end`
     # over `entropy_anneal_updates` updates (constant when the two are equal); the Bayes-optimal
@@ -87,6 +92,9 @@ class RL2Config:
                 "entropy and value costs must be >= 0",
             ),
             (self.entropy_anneal_updates >= 1, "entropy_anneal_updates must be >= 1"),
+            (self.learning_rate_end is None or self.learning_rate_end >= 0,
+             "learning_rate_end must be None (constant rate) or >= 0"),
+            (self.lr_anneal_updates >= 1, "lr_anneal_updates must be >= 1"),
         ]
         validate(self, checks)
 
@@ -244,10 +252,17 @@ class RL2State:
     step: chex.Array
 
 
+def learning_rate_schedule(config: RL2Config):
+    """The optimiser's step size: a constant, or an optax schedule over updates (`learning_rate_end`)."""
+    if config.learning_rate_end is None:
+        return config.learning_rate
+    return optax.linear_schedule(config.learning_rate, config.learning_rate_end, config.lr_anneal_updates)
+
+
 def make_rl2(env, env_params, config: RL2Config = RL2Config()) -> Learner:
     """An RL² learner: recurrent actor-critic + A2C, the recurrent state being the engine's carry."""
     network = make_network(env, env_params, config)
-    optimizer = make_optimizer(config.optimizer, config.learning_rate, config.max_grad_norm)
+    optimizer = make_optimizer(config.optimizer, learning_rate_schedule(config), config.max_grad_norm)
     init_carry = network.initial_carry()
     timestep0 = example_timestep(env, env_params)
     act = make_policy(network)

@@ -118,6 +118,27 @@ def test_scaled_value_loss_is_the_raw_value_gradient_over_the_advantage_std():
     assert 0.5 < norm(scaled10) / norm(scaled) < 2.0
 
 
+def test_learning_rate_anneals_linearly_to_its_end_value():
+    # SGD without clipping: each update is -lr_n * grad(params_n), lr_n = 0.1, 0.05, then 0 for good.
+    env, env_params = bandits.make_beta_bandit(max_steps_in_episode=10)
+    config = rl2.RL2Config(hidden=16, num_envs=32, rollout_len=10, optimizer="sgd", max_grad_norm=None,
+                           learning_rate=0.1, learning_rate_end=0.0, lr_anneal_updates=2)
+    agent, _, (traj,) = _rollout(env, env_params, config, num_envs=32, num_steps=10)
+    network = rl2.make_network(env, env_params, config)
+    grad = jax.jit(jax.grad(lambda p: rl2.rl2_loss(network, p, traj, agent.init_carry, config,
+                                                   config.entropy_cost)[0]))
+    update = jax.jit(agent.update)
+    state = agent.init(jax.random.PRNGKey(0))
+    for lr in (0.1, 0.05, 0.0, 0.0):
+        expected = jax.tree.map(lambda p, g: p - lr * g, state.params, grad(state.params))
+        state, _ = update(state, traj)
+        for e, p in zip(jax.tree.leaves(expected), jax.tree.leaves(state.params)):
+            np.testing.assert_allclose(p, e, rtol=1e-5, atol=1e-7)
+    assert float(sum(jnp.abs(g).sum() for g in jax.tree.leaves(grad(state.params)))) > 0  # 0 is the rate's doing
+    with pytest.raises(ValueError, match="learning_rate_end"):
+        rl2.RL2Config(learning_rate_end=-1e-3)
+
+
 def test_short_training_on_easy_bandit_beats_random():
     # Arms pay Bernoulli(0.1) / Bernoulli(0.9) in unknown order, T = 20: random gets 10, oracle 18.
     T = 20
