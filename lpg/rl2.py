@@ -263,6 +263,7 @@ def make_rl2(env, env_params, config: RL2Config = RL2Config()) -> Learner:
     """An RL² learner: recurrent actor-critic + A2C, the recurrent state being the engine's carry."""
     network = make_network(env, env_params, config)
     optimizer = make_optimizer(config.optimizer, learning_rate_schedule(config), config.max_grad_norm)
+    entropy_schedule = optax.linear_schedule(config.entropy_cost, config.entropy_cost_end, config.entropy_anneal_updates)
     init_carry = network.initial_carry()
     timestep0 = example_timestep(env, env_params)
     act = make_policy(network)
@@ -280,8 +281,7 @@ def make_rl2(env, env_params, config: RL2Config = RL2Config()) -> Learner:
         return rl2_loss(network, params, traj, init_carry, config, entropy_cost)
 
     def update(state: RL2State, traj: Trajectory):
-        frac = jnp.minimum(state.step / config.entropy_anneal_updates, 1.0)
-        entropy_cost = config.entropy_cost + frac * (config.entropy_cost_end - config.entropy_cost)
+        entropy_cost = entropy_schedule(state.step)
         grads, metrics = jax.grad(batch_loss, has_aux=True)(state.params, traj, entropy_cost)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
