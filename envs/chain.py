@@ -22,6 +22,9 @@ CHAIN_KINDS = {
     "short_noisy": (5, 30, True, "tabular"),
     "long_noisy": (5, 50, True, "tabular"),
     "distraction": (5, 30, False, "distraction"),
+    # The short range's chains longer than a 20-step rollout: the branch's credit must be carried
+    # across rollouts by y (a training source of its own, so it is not a third of one).
+    "medium": (21, 30, False, "tabular"),
     # For evaluation only: longer than any chain a training source draws except the long kinds
     # (experiments.evaluate warns when a rule was meta-trained on those).
     "heldout": (31, 50, False, "tabular"),

@@ -2,8 +2,8 @@
 
 Project names: the ten named LPG grids (tabular_* with fixed placement and tabular
 observations, random_* with random placement and map observations) and the delayed chains
-(chain_short, chain_long, chain_short_noisy, chain_long_noisy, chain_distraction, and
-chain_heldout: lengths 31-50, for evaluation). Any other
+(chain_short, chain_long, chain_short_noisy, chain_long_noisy, chain_distraction, chain_medium:
+lengths 21-30, and chain_heldout: lengths 31-50, for evaluation). Any other
 name registered with gymnax ("CartPole-v1", "Breakout-MinAtar", ...) goes to `gymnax.make`.
 
 Grid overrides: obs_mode, collect_actions, max_steps, seed (fixed positions), env (a larger

@@ -55,6 +55,7 @@ def test_distraction_observation():
 
 @pytest.mark.parametrize("kind, low, high, noisy", [
     ("short", 5, 30, False), ("long", 5, 50, False), ("long_noisy", 5, 50, True),
+    ("medium", 21, 30, False), ("heldout", 31, 50, False),
 ])
 def test_sample_chain_ranges(kind, low, high, noisy):
     params = jax.vmap(lambda k: sample_chain(k, kind))(jax.random.split(KEY, 3000))
@@ -71,7 +72,7 @@ def test_bad_chain_arguments():
     with pytest.raises(ValueError, match="good_action must be 0 or 1"):
         make_chain(env, length=5, good_action=2)
     with pytest.raises(ValueError, match="unknown chain kind"):
-        sample_chain(KEY, "medium")
+        sample_chain(KEY, "middling")
     with pytest.raises(ValueError, match="needs max_length >= 50"):
         sample_chain(KEY, "long", max_length=30)
     with pytest.raises(ValueError, match="unknown obs_mode"):

@@ -13,7 +13,7 @@ GRIDS = ["tabular_dense", "tabular_sparse", "tabular_long_horizon", "tabular_lon
          "tabular_long_dense", "random_dense", "random_long_horizon", "random_small",
          "random_small_sparse", "random_very_dense"]
 CHAINS = ["chain_short", "chain_long", "chain_short_noisy", "chain_long_noisy",
-          "chain_distraction", "chain_heldout"]
+          "chain_distraction", "chain_medium", "chain_heldout"]
 
 
 def test_names_are_the_paper_environments_and_the_task_distributions():
