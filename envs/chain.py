@@ -22,8 +22,9 @@ CHAIN_KINDS = {
     "short_noisy": (5, 30, True, "tabular"),
     "long_noisy": (5, 50, True, "tabular"),
     "distraction": (5, 30, False, "distraction"),
-    # The short range's chains longer than a 20-step rollout: the branch's credit must be carried
-    # across rollouts by y (a training source of its own, so it is not a third of one).
+    # The short range's chains longer than a 20-step rollout, whose branch credit y must carry across
+    # rollouts, as a training source of their own (in `short` they are 10 of 26 lengths). Tried as a
+    # fifth source of the `cpu` preset, not adopted: results/lpg/README.md, section 4, session 5.
     "medium": (21, 30, False, "tabular"),
     # For evaluation only: longer than any chain a training source draws except the long kinds
     # (experiments.evaluate warns when a rule was meta-trained on those).
