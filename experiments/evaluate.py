@@ -20,7 +20,8 @@ A2C and an untrained rule (a fresh `init_rule` of the first rule's RuleConfig; `
 leaves it out), once, and by
 each rule. Every learner picks its learning rate per environment, from a candidate set of the
 same size as every other learner's, by the best mean score on selection lifetimes (same levels,
-seeds disjoint from the reported ones); the reported lifetimes are fresh (a learner given one
+seeds disjoint from the reported ones; a rate that lost selection lifetimes to non-finite values
+only wins over rates that lost more); the reported lifetimes are fresh (a learner given one
 candidate runs no selection lifetimes; where 1 is the best A2C, it is then A2C's reported
 lifetimes, which score 1 by construction). Candidates: LPG tables
 (SGD on the mean loss) the rule's meta-training rates (config.json hypers.learning_rates, else

@@ -574,10 +574,14 @@ def _run(lifetimes, levels, args, key, config: LifetimeConfig) -> _Run:
     return _Run(summarise(metrics, config)["final"], finite, metrics)
 
 
-def _selection_score(final: np.ndarray, refs: References | None) -> float:
-    """Mean normalised score over levels where references are exact, else the mean final return."""
-    value = _nanmean(level_scores(final, refs)) if refs is not None else _nanmean(final)
-    return float(value) if np.isfinite(value) else -np.inf
+def selection_key(run: _Run, refs: References | None) -> tuple[int, float]:
+    """How a candidate learning rate ranks on its selection lifetimes (higher is better): first the
+    lifetimes that stayed finite, then the mean normalised score over levels where references are
+    exact, else the mean final return. A rate that loses lifetimes to non-finite values is chosen
+    only over rates that lose more: the score alone averages over the finite lifetimes only, and
+    would favour a rate whose surviving lifetimes did well."""
+    value = _nanmean(level_scores(run.final, refs)) if refs is not None else _nanmean(run.final)
+    return int(np.sum(run.finite)), float(value) if np.isfinite(value) else -np.inf
 
 
 def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: LearningRates, settings: AgentSettings,
@@ -585,7 +589,8 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
                  num_resamples: int = 2000, ppo_rates: LearningRates | None = None) -> dict[str, Any]:
     """Every learner on `ev`'s levels, JSON-ready: A2C, PPO (with `ppo_rates` and `settings.ppo`) and
     each rule choose a learning rate from their candidates by the best mean score on selection
-    lifetimes (same levels, seeds disjoint from the reported ones), then run fresh reported
+    lifetimes (same levels, seeds disjoint from the reported ones; fewest non-finite lifetimes
+    first, `selection_key`), then run fresh reported
     lifetimes; scores are normalised per level (1 = optimal where exact, else the best A2C)."""
     if (ppo_rates is None) != (settings.ppo is None):
         raise ValueError("a PPO baseline needs both ppo_rates and AgentSettings.ppo")
@@ -606,7 +611,7 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
         for lr in candidates:
             trials[lr] = _run(lifetimes, ev.levels, make_args(lr), k_select, config)
             say(f"{label} lr {lr:g} (selection): mean final return {_nanmean(trials[lr].final):.3f}")
-        best = max(candidates, key=lambda lr: _selection_score(trials[lr].final, refs))
+        best = max(candidates, key=lambda lr: selection_key(trials[lr], refs))
         return best, trials
 
     a2c = a2c_lifetimes(ev, settings, config)

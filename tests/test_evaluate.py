@@ -95,6 +95,21 @@ def test_non_finite_lifetimes_are_found_in_the_state_and_the_returns():
     np.testing.assert_array_equal(finite, [[True, False, True], [True, True, False]])
 
 
+def test_selection_prefers_rates_whose_lifetimes_stay_finite():
+    """A rate whose surviving lifetimes score best loses to one that lost no lifetime; between equal
+    losses the better score wins (two levels scored 0 at return 0 and 1 at return 1)."""
+    refs = evaluate.References("exact", np.zeros(2), np.ones(2))
+    run = lambda final, finite: evaluate._Run(np.array(final, float), np.array(finite), {})  # noqa: E731
+    stable = run([[0.5, 0.5], [0.5, 0.5]], [[True, True], [True, True]])
+    diverging = run([[1.0, np.nan], [1.0, 1.0]], [[True, False], [True, True]])  # its finite ones score 1
+    worse = run([[np.nan, np.nan], [0.9, 1.0]], [[False, False], [True, True]])
+    assert evaluate.selection_key(stable, refs)[1] < evaluate.selection_key(diverging, refs)[1]
+    assert max([diverging, stable], key=lambda r: evaluate.selection_key(r, refs)) is stable
+    assert max([worse, diverging], key=lambda r: evaluate.selection_key(r, refs)) is diverging
+    better = run([[0.6, 0.6], [0.6, 0.6]], [[True, True], [True, True]])
+    assert max([stable, better], key=lambda r: evaluate.selection_key(r, refs)) is better
+
+
 # ------------------------------------------------------------------------------ the suite
 def test_heldout_family_excludes_named_grid_and_train_descriptors():
     dist = LevelDistribution()
