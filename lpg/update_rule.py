@@ -7,7 +7,9 @@ LPG, Jackson et al. 2023), and
 emits a scalar π̂_t and a target ŷ_t ∈ [0,1]^m (sigmoid; MSE target) or a softmax
 target (KL mode). The LSTM runs from the last step to the first, and its state is
 reset where an episode ends, so π̂_t depends on steps t, t+1, ... up to the end of
-t's episode and on nothing before t.
+t's episode and on nothing before t. A rule with a `context` of c > 0 also resets it
+every c steps (windows [0, c), [c, 2c), ... of the trajectory), so it sees at most c
+steps ahead and must pass value further back through y alone.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class RuleConfig:
     # log N at every step, so it can act differently early and late in a lifetime and for short
     # and long lifetimes. Off for every rule saved before this field existed.
     lifetime_inputs: bool = False
+    # How far ahead the backward LSTM may read: 0 = to the end of the trajectory (the paper's);
+    # c > 0 resets its state every c steps, so anything further than c steps back from a reward
+    # reaches π̂ and ŷ only through φ(y(s_t+1)), the rule's bootstrap. 0 for every rule saved
+    # before this field existed.
+    context: int = 0
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
@@ -52,6 +59,8 @@ class RuleConfig:
                 f"RuleConfig.pi_hat_baseline={self.pi_hat_baseline!r} is unknown; allowed: {PI_HAT_BASELINES}")
         if self.hidden < 1 or self.y_size < 1 or self.embed < 1:
             raise ValueError(f"RuleConfig sizes must be >= 1 (got {self})")
+        if self.context < 0:
+            raise ValueError(f"RuleConfig.context={self.context} must be >= 0 (0: the whole trajectory)")
 
 
 class RuleInputs(NamedTuple):
@@ -92,16 +101,20 @@ class UpdateRule(nn.Module):
         zeros = (jnp.zeros((cfg.hidden,), jnp.result_type(float)),) * 2
 
         def step(cell, carry, xs):
-            x_t, done_t = xs
-            # Reading backwards: the state arriving from t+1 belongs to the next episode if t ended one.
-            carry = jax.tree.map(lambda c, z: jnp.where(done_t, z, c), carry, zeros)
+            x_t, reset_t = xs
+            # Reading backwards: the state arriving from t+1 belongs to the next episode if t ended
+            # one (or to the next window of a rule with a context).
+            carry = jax.tree.map(lambda c, z: jnp.where(reset_t, z, c), carry, zeros)
             carry, h = cell(carry, x_t)
             return carry, h
 
         scan = nn.scan(
             step, variable_broadcast="params", split_rngs={"params": False}, reverse=True
         )
-        _, h = scan(cell, zeros, (x, inputs.done_t.astype(bool)))
+        reset = inputs.done_t.astype(bool)
+        if cfg.context:
+            reset |= (jnp.arange(reset.shape[0]) + 1) % cfg.context == 0
+        _, h = scan(cell, zeros, (x, reset))
         h = nn.relu(h)
         pi_hat = nn.Dense(1, name="pi_hat")(h)[:, 0]
         y_logits = nn.Dense(cfg.y_size, name="y_hat")(h)

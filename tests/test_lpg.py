@@ -59,6 +59,28 @@ def test_rule_reads_backwards_and_resets_at_episode_ends():
     assert changed_steps(4) == [0, 1, 2, 3, 4]
 
 
+def test_a_rule_with_a_context_reads_no_further_ahead_than_its_window():
+    config = RuleConfig(hidden=16, y_size=4, context=3)  # windows 0-2 | 3-5 | 6-7
+    params = init_rule(config, jax.random.PRNGKey(0))
+    inputs = _rule_inputs(done_at=())
+    apply = jax.jit(UpdateRule(config).apply)
+    base_pi, base_y = apply(params, inputs)
+
+    def changed_steps(**bump):
+        bumped = inputs._replace(**{k: getattr(inputs, k).at[t].add(3.0) for k, t in bump.items()})
+        pi, y = apply(params, bumped)
+        moved = (np.abs(np.asarray(pi - base_pi)) > 1e-7) | (np.abs(np.asarray(y - base_y)) > 1e-7).any(-1)
+        return np.nonzero(moved)[0].tolist()
+
+    assert changed_steps(r_t=4) == [3, 4]  # within its window only: nothing from step 6 on, nothing before 3
+    assert changed_steps(r_t=6) == [6]
+    assert changed_steps(r_t=2) == [0, 1, 2]
+    # Beyond the window the future arrives only through the bootstrap input y(s_t+1) of the window's last step.
+    assert changed_steps(y_tp1=5) == [3, 4, 5]
+    with pytest.raises(ValueError, match="context"):
+        RuleConfig(context=-1)
+
+
 def _probe_config(**kw):
     base = MetaConfig(
         envs=("probe",), lifetimes_per_env=4, num_envs=8, rollout_len=4, inner_updates=2, lifetime_updates=20,
