@@ -2,6 +2,7 @@
 
     python results/lpg/cond_scales/y_propagation.py LENGTH RULE [RULE ...]
     ROLLOUT=10 UPDATES=200 python results/lpg/cond_scales/y_propagation.py LENGTH RULE   # other lifetimes
+    GOOD=1 python results/lpg/cond_scales/y_propagation.py LENGTH RULE   # the good branch on action 1 (default 0)
 
 For each rule: a table agent on one chain of LENGTH steps (good branch 0), γ 0.995, SGD 80,
 α_y 0.5, 32 envs x 20 steps (ROLLOUT), 3 seeds, 100 updates (UPDATES); every quarter of them it prints π(good | start)
@@ -25,7 +26,8 @@ from lpg.learner import make_train
 L = int(sys.argv[1])
 T, N = int(os.environ.get("ROLLOUT", 20)), int(os.environ.get("UPDATES", 100))
 env = DelayedChain(50)
-params = make_chain(env, L, good_action=0)
+G = int(os.environ.get("GOOD", 0))  # the good branch's action
+params = make_chain(env, L, good_action=G)
 for path in sys.argv[2:]:
     rule_params, cfg = load_rule(path)
     hyp = Hypers(*(jnp.asarray(x, jnp.float32) for x in (0.995, 80.0, 0.5, 0.0, N)))
@@ -43,9 +45,9 @@ for path in sys.argv[2:]:
             # φ, the rule's embedding of y (Dense -> ReLU -> Dense), applied to every row of the y table
             d0, d1 = rule_params["params"]["Dense_0"], rule_params["params"]["Dense_1"]
             ph = np.asarray(jax.nn.relu(y @ d0["kernel"] + d0["bias"]) @ d1["kernel"] + d1["bias"])[:, 0]
-            good = ph[[pos * 2 + 0 for pos in range(1, L)]]  # obs = position * 2 + branch
-            bad = ph[[pos * 2 + 1 for pos in range(1, L)]]
-            rows.append((pi[0], good - bad))
+            good = ph[[pos * 2 + G for pos in range(1, L)]]  # obs = position * 2 + branch (= first action)
+            bad = ph[[pos * 2 + 1 - G for pos in range(1, L)]]
+            rows.append((pi[G], good - bad))
         out.append(rows)
     print(path)
     for seed, rows in enumerate(out):
