@@ -4,7 +4,7 @@
     ROLLOUT=10 UPDATES=200 python results/lpg/cond_scales/y_propagation.py LENGTH RULE   # other lifetimes
     GOOD=1 python results/lpg/cond_scales/y_propagation.py LENGTH RULE   # the good branch on action 1 (default 0)
 
-For each rule: a table agent on one chain of LENGTH steps (good branch 0), γ 0.995, SGD 80,
+For each rule: a table agent on one chain of LENGTH steps (good branch on action GOOD, default 0), γ 0.995, SGD 80,
 α_y 0.5, 32 envs x 20 steps (ROLLOUT), 3 seeds, 100 updates (UPDATES); every quarter of them it prints π(good | start)
 and, at positions 1-40 of the chain, φ(y(good-branch state)) − φ(y(bad-branch state)), where φ
 is the rule's own embedding of y (all the rule sees of y). A rule that carries credit through y
