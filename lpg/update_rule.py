@@ -9,7 +9,12 @@ target (KL mode). The LSTM runs from the last step to the first, and its state i
 reset where an episode ends, so π̂_t depends on steps t, t+1, ... up to the end of
 t's episode and on nothing before t. A rule with a `context` of c > 0 also resets it
 every c steps (windows [0, c), [c, 2c), ... of the trajectory), so it sees at most c
-steps ahead and must pass value further back through y alone.
+steps ahead and must pass value further back through y alone. A rule with a
+`bootstrap_gate` blends its target with the next state's prediction, per component:
+ŷ_t = g_t ⊙ ȳ(s_t+1) + (1 − g_t) ⊙ σ(W h_t), with g_t = σ(W_g h_t) learned and ȳ the
+next prediction as a target (clipped to [0, 1]; softmax in KL mode), so carrying y's value
+back across a rollout's end without shrinking it is one setting of g, not a map through φ
+that the meta-gradient must make exact.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ class RuleConfig:
     # reaches π̂ and ŷ only through φ(y(s_t+1)), the rule's bootstrap. 0 for every rule saved
     # before this field existed.
     context: int = 0
+    # Learned bootstrap gate (module docstring): ŷ_t = g_t ⊙ ȳ(s_t+1) + (1 − g_t) ⊙ σ(W h_t). Off for
+    # every rule saved before this field existed.
+    bootstrap_gate: bool = False
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
@@ -119,6 +127,11 @@ class UpdateRule(nn.Module):
         pi_hat = nn.Dense(1, name="pi_hat")(h)[:, 0]
         y_logits = nn.Dense(cfg.y_size, name="y_hat")(h)
         y_hat = jax.nn.sigmoid(y_logits) if cfg.y_loss == "mse" else jax.nn.softmax(y_logits)
+        if cfg.bootstrap_gate:
+            gate = jax.nn.sigmoid(nn.Dense(cfg.y_size, name="gate")(h))
+            # The next prediction as a target: in ŷ's range ([0, 1] in MSE mode, a distribution in KL's).
+            y_next = jnp.clip(y_next_in, 0.0, 1.0) if cfg.y_loss == "mse" else y_next_in
+            y_hat = gate * y_next + (1.0 - gate) * y_hat
         return pi_hat, y_hat
 
 

@@ -81,6 +81,31 @@ def test_a_rule_with_a_context_reads_no_further_ahead_than_its_window():
         RuleConfig(context=-1)
 
 
+@pytest.mark.parametrize("y_loss", ["mse", "kl"])
+def test_a_bootstrap_gate_blends_the_target_with_the_next_prediction(y_loss):
+    config = RuleConfig(hidden=16, y_size=4, y_loss=y_loss, bootstrap_gate=True)
+    params = init_rule(config, jax.random.PRNGKey(0))
+    inputs = _rule_inputs()
+    apply = jax.jit(UpdateRule(config).apply)
+    y_next = np.clip(inputs.y_tp1, 0, 1) if y_loss == "mse" else jax.nn.softmax(inputs.y_tp1)
+
+    def with_gate_bias(b):
+        gate = params["params"]["gate"]
+        forced = {"kernel": jnp.zeros_like(gate["kernel"]), "bias": jnp.full_like(gate["bias"], b)}
+        return {"params": {**params["params"], "gate": forced}}
+
+    closed = UpdateRule(dataclasses.replace(config, bootstrap_gate=False)).apply(
+        {"params": {k: v for k, v in params["params"].items() if k != "gate"}}, inputs)[1]
+    np.testing.assert_allclose(apply(with_gate_bias(50.0), inputs)[1], y_next, atol=1e-6)  # g = 1: ȳ(s_t+1)
+    np.testing.assert_allclose(apply(with_gate_bias(-50.0), inputs)[1], closed, atol=1e-6)  # g = 0: no gate
+    half = apply(with_gate_bias(0.0), inputs)[1]
+    np.testing.assert_allclose(half, 0.5 * (y_next + closed), atol=1e-6)
+    if y_loss == "kl":
+        np.testing.assert_allclose(half.sum(-1), 1.0, atol=1e-6)  # still a distribution
+    else:
+        assert float(half.min()) >= 0.0 and float(half.max()) <= 1.0
+
+
 def _probe_config(**kw):
     base = MetaConfig(
         envs=("probe",), lifetimes_per_env=4, num_envs=8, rollout_len=4, inner_updates=2, lifetime_updates=20,
