@@ -58,6 +58,8 @@ class RuleConfig:
     # Learned bootstrap gate (module docstring): ŷ_t = g_t ⊙ ȳ(s_t+1) + (1 − g_t) ⊙ σ(W h_t). Off for
     # every rule saved before this field existed.
     bootstrap_gate: bool = False
+    # The gate's initial bias: 0 starts it half open; negative starts the rule close to one without it.
+    bootstrap_gate_bias: float = 0.0
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
@@ -128,7 +130,8 @@ class UpdateRule(nn.Module):
         y_logits = nn.Dense(cfg.y_size, name="y_hat")(h)
         y_hat = jax.nn.sigmoid(y_logits) if cfg.y_loss == "mse" else jax.nn.softmax(y_logits)
         if cfg.bootstrap_gate:
-            gate = jax.nn.sigmoid(nn.Dense(cfg.y_size, name="gate")(h))
+            gate_bias = nn.initializers.constant(cfg.bootstrap_gate_bias)
+            gate = jax.nn.sigmoid(nn.Dense(cfg.y_size, bias_init=gate_bias, name="gate")(h))
             # The next prediction as a target: in ŷ's range ([0, 1] in MSE mode, a distribution in KL's).
             y_next = jnp.clip(y_next_in, 0.0, 1.0) if cfg.y_loss == "mse" else y_next_in
             y_hat = gate * y_next + (1.0 - gate) * y_hat

@@ -104,6 +104,8 @@ def test_a_bootstrap_gate_blends_the_target_with_the_next_prediction(y_loss):
         np.testing.assert_allclose(half.sum(-1), 1.0, atol=1e-6)  # still a distribution
     else:
         assert float(half.min()) >= 0.0 and float(half.max()) <= 1.0
+    shut = init_rule(dataclasses.replace(config, bootstrap_gate_bias=-3.0), jax.random.PRNGKey(0))
+    np.testing.assert_allclose(shut["params"]["gate"]["bias"], -3.0)  # the initial bias is the config's
 
 
 def _probe_config(**kw):
