@@ -14,7 +14,8 @@ steps ahead and must pass value further back through y alone. A rule with a
 ŷ_t = g_t ⊙ ȳ(s_t+1) + (1 − g_t) ⊙ σ(W h_t), with g_t = σ(W_g h_t) learned and ȳ the
 next prediction as a target (clipped to [0, 1]; softmax in KL mode), so carrying y's value
 back across a rollout's end without shrinking it is one setting of g, not a map through φ
-that the meta-gradient must make exact.
+that the meta-gradient must make exact. Nothing shuts the gate where an episode terminated
+(d_t = 1): like the rest of the rule, it learns that from d_t.
 """
 
 from __future__ import annotations
