@@ -6,7 +6,8 @@
 The same rule, training sources, agents and evaluation as `experiments.meta_train` (see lpg/es.py
 for the fitness). Progress is printed per chunk; metrics go to RUN_DIR/metrics.jsonl, checkpoints
 to RUN_DIR/checkpoints (resumed automatically; Ctrl-C checkpoints and stops), a progress plot to
-RUN_DIR/progress.png, the mean rule to RUN_DIR/rule.msgpack (read by experiments.evaluate).
+RUN_DIR/progress.png, the mean rule to RUN_DIR/rule.msgpack (read by experiments.evaluate) and
+at every checkpoint to RUN_DIR/rules/step<generation>/.
 Several hosts: start the same command on each with --distributed (see README).
 """
 

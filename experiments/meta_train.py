@@ -6,13 +6,17 @@
 
 Progress is printed per chunk; metrics go to RUN_DIR/metrics.jsonl, checkpoints to
 RUN_DIR/checkpoints (resumed automatically; Ctrl-C checkpoints and stops), a progress plot
-to RUN_DIR/progress.png, the rule to RUN_DIR/rule.msgpack.
+to RUN_DIR/progress.png, the rule to RUN_DIR/rule.msgpack, and the rule at every checkpoint to
+RUN_DIR/rules/step<N>/ (a folder `evaluate --rule` reads like a finished run's), so a rule's
+course over meta-training can be evaluated after the run, although only the last two
+checkpoints are kept.
 Several hosts: start the same command on each with --distributed (see README).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -179,6 +183,15 @@ def describe_dry_run(report: dict) -> str:
     return "\n".join(lines)
 
 
+def save_rule_snapshot(run: RunDir, step: int, params: Any, rule_config: Any) -> Path:
+    """RUN_DIR/rules/step<step>/{rule.msgpack, rule.json, config.json}: the rule after `step` outer
+    steps, with the run's config beside it (evaluate reads the training rates and lifetimes there)."""
+    folder = run.path / "rules" / f"step{step:05d}"
+    path = save_rule(folder / "rule.msgpack", params, rule_config)
+    shutil.copyfile(run.path / "config.json", folder / "config.json")
+    return path
+
+
 class OuterLoop(NamedTuple):
     """What differs between the outer loops that train a rule (meta-gradients, ES) for `run_outer_loop`."""
 
@@ -197,8 +210,8 @@ class OuterLoop(NamedTuple):
 def run_outer_loop(loop: OuterLoop, config: Any, built: Built, run_dir: str | None, resume: bool = True,
                    quiet: bool = False, tensorboard: bool = False):
     """Runs (or resumes) an outer loop from its `build`: the run directory, the finished-run shortcut,
-    resume, the compile with its memory check, the host loop with progress, metrics, checkpoints and
-    plot, and RUN_DIR/rule.msgpack at the end. Returns the final state.
+    resume, the compile with its memory check, the host loop with progress, metrics, checkpoints,
+    plot and rule snapshots (RUN_DIR/rules/step<N>/), and RUN_DIR/rule.msgpack at the end. Returns the final state.
 
     Refuses (ValueError, naming the settings to change) when the compiled chunk cannot fit a device.
     """
@@ -251,11 +264,15 @@ def run_outer_loop(loop: OuterLoop, config: Any, built: Built, run_dir: str | No
         loop.extra_records(rows[-1], metrics)
         return rows
 
-    on_save = (lambda: loop.plot(run.read_metrics(), run.path / "progress.png")) \
-        if run is not None and is_main else None
+    def on_save(chunks_done: int, state: Any) -> None:
+        loop.plot(run.read_metrics(), run.path / "progress.png")
+        save_rule_snapshot(run, chunks_done * loop.steps_per_chunk, sharding.to_host(loop.rule_params(state)),
+                           config.rule)
+
     state = host_loop(
         run, state, timed_chunk, num_chunks, records, loop.describe(rates),
-        checkpoint_every=loop.checkpoint_every, start_chunk=start, quiet=quiet or not is_main, on_save=on_save,
+        checkpoint_every=loop.checkpoint_every, start_chunk=start, quiet=quiet or not is_main,
+        on_save=on_save if run is not None and is_main else None,
     )
     if run is not None:
         if is_main:

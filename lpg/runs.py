@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -81,7 +82,8 @@ def _new_field_at_default(config: Any, difference: str) -> bool:
 
 
 class RunDir:
-    """A run's folder: `config.json`, `metrics.jsonl`, `checkpoints/`.
+    """A run's folder: `config.json`, `metrics.jsonl`, `checkpoints/` (and whatever its job writes
+    beside them, e.g. an outer loop's `rules/` snapshots, which `resume=False` clears as well).
 
     With several processes (jax.distributed) every process opens the same folder: all take
     part in orbax's checkpointing, and only process 0 writes the config and metrics.
@@ -120,6 +122,7 @@ class RunDir:
                 )
         if not resume and self.is_main:
             self.metrics_path.unlink(missing_ok=True)
+            shutil.rmtree(self.path / "rules", ignore_errors=True)
         if self.is_main:
             config_path.write_text(json.dumps(resolved, indent=2) + "\n")
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
@@ -219,13 +222,14 @@ def host_loop(
     checkpoint_every: int = 1,
     start_chunk: int = 0,
     quiet: bool = False,
-    on_save: Callable[[], None] | None = None,
+    on_save: Callable[[int, Any], None] | None = None,
 ) -> Any:
     """Runs chunks `start_chunk..num_chunks-1` of a job, logging and checkpointing between them.
 
     `run_chunk(state) -> (state, metrics)` is jitted by the caller. `records(chunk, metrics)`
     turns a chunk's metrics into JSONL rows (each with a "step"); `describe(last_row)` is the
-    one-line progress message; `on_save()` runs after every checkpoint (e.g. a progress plot).
+    one-line progress message; `on_save(chunks_done, state)` runs after every checkpoint (e.g. a
+    progress plot, a snapshot of the rule).
     Checkpoints are indexed by completed chunks, and every row records the chunk it came from,
     so a resume can drop rows written after the checkpoint. SIGINT or SIGTERM lets the running
     chunk finish, checkpoints it and raises `Interrupted` (a KeyboardInterrupt) saying how to resume.
@@ -249,7 +253,7 @@ def host_loop(
                 if (chunk + 1) % checkpoint_every == 0 or last or stop.received:
                     run.save(chunk + 1, state)
                     if on_save is not None:
-                        on_save()
+                        on_save(chunk + 1, state)
             if not quiet:
                 elapsed = time.time() - t0
                 eta = elapsed / steps_done * (num_chunks - chunk - 1)

@@ -21,6 +21,7 @@ from experiments.meta_train import meta_train
 from experiments.presets import META_PRESETS
 from lpg import agents, evaluate, sharding
 from lpg.inner import Hypers
+from lpg.runs import RunDir
 from lpg.meta import (HyperChoices, MetaConfig, Source, critic_values, init_lifetime, lifetime_window, make_group,
                       make_meta_trainer, sources_for)
 from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule, load_rule
@@ -383,6 +384,20 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, killed_after
     assert (tmp_path / "resumed" / "progress.png").stat().st_size > 1000  # redrawn at every checkpoint
     saved_params, _ = load_rule(tmp_path / "resumed" / "rule.msgpack")
     jax.tree.map(np.testing.assert_allclose, saved_params, jax.device_get(resumed.rule_params))
+    # The rule at every checkpoint (meta-steps 2, 4, 6), each as the state checkpointed there.
+    snapshots = sorted(p.name for p in (tmp_path / "full" / "rules").iterdir())
+    assert snapshots == ["step00002", "step00004", "step00006"]
+    kept = RunDir(tmp_path / "full", config)
+    for chunk in kept.checkpoints.all_steps():  # the last two (chunks 2 and 3)
+        state = kept.checkpoints.restore(chunk)
+        snapshot, snapshot_config = load_rule(tmp_path / "full" / "rules" / f"step{2 * chunk:05d}" / "rule.msgpack")
+        jax.tree.map(np.testing.assert_array_equal, snapshot, state["rule_params"])
+        assert snapshot_config == config.rule
+    assert (tmp_path / "full" / "rules" / "step00002" / "config.json").read_text() == \
+        (tmp_path / "full" / "config.json").read_text()
+    kept.close()
+    RunDir(tmp_path / "full", config, resume=False).close()  # starting over clears the snapshots too
+    assert not (tmp_path / "full" / "rules").exists()
 
     # Run again once finished: the final state comes back from the checkpoint, nothing is compiled.
     def no_compile(*args, **kwargs):
