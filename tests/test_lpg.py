@@ -21,9 +21,9 @@ from experiments.meta_train import meta_train
 from experiments.presets import META_PRESETS
 from lpg import agents, evaluate, sharding
 from lpg.inner import Hypers
-from lpg.runs import RunDir
 from lpg.meta import (HyperChoices, MetaConfig, Source, critic_values, init_lifetime, lifetime_window, make_group,
                       make_meta_trainer, sources_for)
+from lpg.runs import RunDir
 from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule, load_rule
 from tests.helpers import probe_bandit_return
 
