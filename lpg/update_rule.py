@@ -18,7 +18,8 @@ that the meta-gradient must make exact. Nothing shuts the gate where an episode 
 (d_t = 1); the rule reads d_t and could learn to, but the gated rules meta-trained so far keep it
 0.55-0.87 open at a delayed chain's terminal step (0.84-0.93 at its other steps;
 results/lpg/gateshut/gate_open_44.txt), so their target there leans on the prediction at the
-terminal observation, which a table agent never trains.
+terminal observation, which a table agent never trains; `bootstrap_gate_terminal_shut` shuts it
+there (g_t times 1 − d_t).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class RuleConfig:
     bootstrap_gate: bool = False
     # The gate's initial bias: 0 starts it half open; negative starts the rule close to one without it.
     bootstrap_gate_bias: float = 0.0
+    # Shut the gate where s_t+1 is terminal (g_t times 1 − d_t, as TD's bootstrap), so no target leans on
+    # the prediction at a terminal observation. Off: the rule must learn that from d_t (module docstring).
+    bootstrap_gate_terminal_shut: bool = False
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
@@ -136,6 +140,8 @@ class UpdateRule(nn.Module):
         if cfg.bootstrap_gate:
             gate_bias = nn.initializers.constant(cfg.bootstrap_gate_bias)
             gate = jax.nn.sigmoid(nn.Dense(cfg.y_size, bias_init=gate_bias, name="gate")(h))
+            if cfg.bootstrap_gate_terminal_shut:
+                gate = gate * (1.0 - inputs.d_t)[:, None]
             # The next prediction as a target: in ŷ's range ([0, 1] in MSE mode, a distribution in KL's).
             y_next = jnp.clip(y_next_in, 0.0, 1.0) if cfg.y_loss == "mse" else y_next_in
             y_hat = gate * y_next + (1.0 - gate) * y_hat

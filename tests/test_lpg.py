@@ -107,6 +107,12 @@ def test_a_bootstrap_gate_blends_the_target_with_the_next_prediction(y_loss):
         assert float(half.min()) >= 0.0 and float(half.max()) <= 1.0
     shut = init_rule(dataclasses.replace(config, bootstrap_gate_bias=-3.0), jax.random.PRNGKey(0))
     np.testing.assert_allclose(shut["params"]["gate"]["bias"], -3.0)  # the initial bias is the config's
+    # Shut where s_t+1 is terminal (d_t = 1 at step 4): the no-gate target there, ȳ(s_t+1) elsewhere.
+    masked = UpdateRule(dataclasses.replace(config, bootstrap_gate_terminal_shut=True)).apply(with_gate_bias(50.0), inputs)[1]
+    terminal = np.asarray(inputs.d_t, bool)
+    assert terminal.sum() == 1
+    np.testing.assert_allclose(masked[terminal], closed[terminal], atol=1e-6)
+    np.testing.assert_allclose(masked[~terminal], y_next[~terminal], atol=1e-6)
 
 
 def _probe_config(**kw):
