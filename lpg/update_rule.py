@@ -14,8 +14,9 @@ steps ahead and must pass value further back through y alone. A rule with a
 ŷ_t = g_t ⊙ ȳ(s_t+1) + (1 − g_t) ⊙ σ(W h_t), with g_t = σ(W_g h_t) learned and ȳ the
 next prediction as a target (clipped to [0, 1]; softmax in KL mode), so carrying y's value
 back across a rollout's end without shrinking it is one setting of g, not a map through φ
-that the meta-gradient must make exact. Nothing shuts the gate where an episode terminated
-(d_t = 1); the rule reads d_t and could learn to, but the gated rules meta-trained so far keep it
+that the meta-gradient must make exact. By default nothing shuts the gate where an episode
+terminated (d_t = 1); the rule reads d_t and could learn to, but the gated rules meta-trained without
+the option below keep it
 0.55-0.87 open at a delayed chain's terminal step (0.84-0.93 at its other steps;
 results/lpg/gateshut/gate_open_44.txt), so their target there leans on the prediction at the
 terminal observation, which a table agent never trains; `bootstrap_gate_terminal_shut` shuts it
