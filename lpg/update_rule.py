@@ -16,8 +16,7 @@ next prediction as a target (clipped to [0, 1]; softmax in KL mode), so carrying
 back across a rollout's end without shrinking it is one setting of g, not a map through φ
 that the meta-gradient must make exact. By default nothing shuts the gate where an episode
 terminated (d_t = 1); the rule reads d_t and could learn to, but the gated rules meta-trained without
-the option below keep it
-0.55-0.87 open at a delayed chain's terminal step (0.84-0.93 at its other steps;
+the option below keep it 0.55-0.87 open at a delayed chain's terminal step (0.84-0.93 at its other steps;
 results/lpg/gateshut/gate_open_44.txt), so their target there leans on the prediction at the
 terminal observation, which a table agent never trains; `bootstrap_gate_terminal_shut` shuts it
 there (g_t times 1 − d_t).
