@@ -19,7 +19,12 @@ terminated (d_t = 1); the rule reads d_t and could learn to, but the gated rules
 the option below keep it 0.55-0.87 open at a delayed chain's terminal step (0.84-0.93 at its other steps;
 results/lpg/gateshut/gate_open_44.txt), so their target there leans on the prediction at the
 terminal observation, which a table agent never trains; `bootstrap_gate_terminal_shut` shuts it
-there (g_t times 1 − d_t).
+there (g_t times 1 − d_t). With `bootstrap_gate_carry` the gate blends with the next step's target
+instead, ŷ_t = g_t ⊙ ŷ_t+1 + (1 − g_t) ⊙ σ(W h_t), and with ȳ(s_t+1) only where the LSTM's state is
+reset (an episode's or a window's end) and at the trajectory's last step: a learned λ-return over
+targets, so an open gate carries the bootstrap (or a reward's target) back across the whole
+rollout in one update. The LSTM alone cannot do that: it reads y only through the scalar φ, so a
+one-step gate moves y's vector back one step per update at most.
 """
 
 from __future__ import annotations
@@ -68,6 +73,9 @@ class RuleConfig:
     # Shut the gate where s_t+1 is terminal (g_t times 1 − d_t, as TD's bootstrap), so no target leans on
     # the prediction at a terminal observation. Off: the rule must learn that from d_t (module docstring).
     bootstrap_gate_terminal_shut: bool = False
+    # Blend with the next step's target ŷ_t+1 within an episode and window, with ȳ(s_t+1) only at their
+    # ends and the trajectory's last step (module docstring). Off: ȳ(s_t+1) at every step.
+    bootstrap_gate_carry: bool = False
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
@@ -79,6 +87,9 @@ class RuleConfig:
             raise ValueError(f"RuleConfig sizes must be >= 1 (got {self})")
         if self.context < 0:
             raise ValueError(f"RuleConfig.context={self.context} must be >= 0 (0: the whole trajectory)")
+        if (self.bootstrap_gate_terminal_shut or self.bootstrap_gate_carry) and not self.bootstrap_gate:
+            raise ValueError("RuleConfig.bootstrap_gate_terminal_shut and bootstrap_gate_carry shape the bootstrap "
+                             "gate: they need bootstrap_gate=True")
 
 
 class RuleInputs(NamedTuple):
@@ -144,7 +155,19 @@ class UpdateRule(nn.Module):
                 gate = gate * (1.0 - inputs.d_t)[:, None]
             # The next prediction as a target: in ŷ's range ([0, 1] in MSE mode, a distribution in KL's).
             y_next = jnp.clip(y_next_in, 0.0, 1.0) if cfg.y_loss == "mse" else y_next_in
-            y_hat = gate * y_next + (1.0 - gate) * y_hat
+            if cfg.bootstrap_gate_carry:
+                # Backwards over the trajectory: the target arriving from t+1, or ȳ(s_t+1) where the
+                # LSTM's state is reset (episode or window end) and at the last step.
+                ends = reset.at[-1].set(True)
+
+                def carry_back(y_after, xs):
+                    g_t, own_t, y_next_t, end_t = xs
+                    y_t = g_t * jnp.where(end_t, y_next_t, y_after) + (1.0 - g_t) * own_t
+                    return y_t, y_t
+
+                _, y_hat = jax.lax.scan(carry_back, y_hat[-1], (gate, y_hat, y_next, ends), reverse=True)
+            else:
+                y_hat = gate * y_next + (1.0 - gate) * y_hat
         return pi_hat, y_hat
 
 

@@ -113,6 +113,45 @@ def test_a_bootstrap_gate_blends_the_target_with_the_next_prediction(y_loss):
     assert terminal.sum() == 1
     np.testing.assert_allclose(masked[terminal], closed[terminal], atol=1e-6)
     np.testing.assert_allclose(masked[~terminal], y_next[~terminal], atol=1e-6)
+    with pytest.raises(ValueError, match="bootstrap_gate=True"):
+        RuleConfig(bootstrap_gate_carry=True)
+
+
+@pytest.mark.parametrize("y_loss", ["mse", "kl"])
+def test_a_carrying_gate_is_a_lambda_return_over_targets(y_loss):
+    config = RuleConfig(hidden=16, y_size=4, y_loss=y_loss, bootstrap_gate=True, bootstrap_gate_carry=True)
+    params = init_rule(config, jax.random.PRNGKey(1))
+    inputs = _rule_inputs()  # episode (terminal) end at step 4: steps 0-4 | 5-7
+    y_next = np.clip(inputs.y_tp1, 0, 1) if y_loss == "mse" else np.asarray(jax.nn.softmax(inputs.y_tp1))
+    closed = np.asarray(UpdateRule(dataclasses.replace(config, bootstrap_gate=False, bootstrap_gate_carry=False)).apply(
+        {"params": {k: v for k, v in params["params"].items() if k != "gate"}}, inputs)[1])
+
+    def target(cfg, bias):
+        gate = params["params"]["gate"]
+        forced = {"kernel": jnp.zeros_like(gate["kernel"]), "bias": jnp.full_like(gate["bias"], bias)}
+        return np.asarray(UpdateRule(cfg).apply({"params": {**params["params"], "gate": forced}}, inputs)[1])
+
+    # Open: every step takes ȳ after its episode's (or the trajectory's) last step.
+    np.testing.assert_allclose(target(config, 50.0), y_next[[4, 4, 4, 4, 4, 7, 7, 7]], atol=1e-6)
+    # Open but shut at the terminal step: the episode's steps all take the terminal step's own target.
+    shut = target(dataclasses.replace(config, bootstrap_gate_terminal_shut=True), 50.0)
+    np.testing.assert_allclose(shut, np.concatenate([closed[[4] * 5], y_next[[7] * 3]]), atol=1e-6)
+    # Half open: the recursion ŷ_t = ½ b_t + ½ σ(W h_t), b_t = ŷ_t+1 inside an episode, ȳ(s_t+1) at its end.
+    expected = np.zeros_like(closed)
+    for t in reversed(range(8)):
+        b = y_next[t] if t in (4, 7) else expected[t + 1]
+        expected[t] = 0.5 * b + 0.5 * closed[t]
+    half = target(config, 0.0)
+    np.testing.assert_allclose(half, expected, atol=1e-6)
+    if y_loss == "kl":
+        np.testing.assert_allclose(half.sum(-1), 1.0, atol=1e-6)
+    # A context's windows end the carry as an episode does: windows 0-2 | 3-5 | 6-7.
+    windowed = dataclasses.replace(config, context=3)
+    no_episodes = inputs._replace(d_t=jnp.zeros(8), done_t=jnp.zeros(8))
+    forced = {"kernel": jnp.zeros_like(params["params"]["gate"]["kernel"]),
+              "bias": jnp.full_like(params["params"]["gate"]["bias"], 50.0)}
+    got = UpdateRule(windowed).apply({"params": {**params["params"], "gate": forced}}, no_episodes)[1]
+    np.testing.assert_allclose(got, y_next[[2, 2, 2, 5, 5, 5, 7, 7]], atol=1e-6)
 
 
 def _probe_config(**kw):
