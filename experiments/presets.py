@@ -96,6 +96,10 @@ META_PRESETS = {
         checkpoint_every=5,
     ),
 }
+# The `cpu` preset of sessions 4-10, without the gate: the rules in results/lpg/rules/ and the comparison,
+# ES and MinAtar results that use them were meta-trained with it (`--preset cpu` in their commands).
+META_PRESETS["cpu_nogate"] = dataclasses.replace(
+    META_PRESETS["cpu"], rule=RuleConfig(hidden=64, y_size=30, pi_hat_baseline="adam_batch_mean"))
 META_PRESETS["tiny"] = dataclasses.replace(
     META_PRESETS["quick"], envs=("probe",), lifetimes_per_env=2, num_envs=4, rollout_len=4, inner_updates=2,
     lifetime_updates=8, rule=RuleConfig(hidden=8, y_size=4), num_meta_steps=4, steps_per_chunk=2,
@@ -115,7 +119,7 @@ ES_PRESETS = {
 # hour on 2 CPU cores (results/es/README.md).
 ES_PRESETS["cpu"] = ESConfig(
     envs=META_PRESETS["cpu"].envs, num_envs=32, rollout_len=20, lifetime_updates=100,
-    rule=RuleConfig(hidden=64, y_size=30, pi_hat_baseline="adam_batch_mean"), hypers=META_PRESETS["cpu"].hypers,
+    rule=META_PRESETS["cpu_nogate"].rule, hypers=META_PRESETS["cpu"].hypers,
     levels_per_env=1, validation_levels=4, score_updates=10, population_size=32, sigma=0.03, es_lr=0.01,
     num_generations=150, steps_per_chunk=1, checkpoint_every=5,
 )
