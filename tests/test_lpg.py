@@ -126,7 +126,7 @@ def test_a_carrying_gate_is_a_lambda_return_over_targets(y_loss):
     closed = np.asarray(UpdateRule(dataclasses.replace(config, bootstrap_gate=False, bootstrap_gate_carry=False)).apply(
         {"params": {k: v for k, v in params["params"].items() if k != "gate"}}, inputs)[1])
 
-    def target(cfg, bias):
+    def target(cfg, bias, inputs=inputs):
         gate = params["params"]["gate"]
         forced = {"kernel": jnp.zeros_like(gate["kernel"]), "bias": jnp.full_like(gate["bias"], bias)}
         return np.asarray(UpdateRule(cfg).apply({"params": {**params["params"], "gate": forced}}, inputs)[1])
@@ -146,12 +146,9 @@ def test_a_carrying_gate_is_a_lambda_return_over_targets(y_loss):
     if y_loss == "kl":
         np.testing.assert_allclose(half.sum(-1), 1.0, atol=1e-6)
     # A context's windows end the carry as an episode does: windows 0-2 | 3-5 | 6-7.
-    windowed = dataclasses.replace(config, context=3)
     no_episodes = inputs._replace(d_t=jnp.zeros(8), done_t=jnp.zeros(8))
-    forced = {"kernel": jnp.zeros_like(params["params"]["gate"]["kernel"]),
-              "bias": jnp.full_like(params["params"]["gate"]["bias"], 50.0)}
-    got = UpdateRule(windowed).apply({"params": {**params["params"], "gate": forced}}, no_episodes)[1]
-    np.testing.assert_allclose(got, y_next[[2, 2, 2, 5, 5, 5, 7, 7]], atol=1e-6)
+    windowed = target(dataclasses.replace(config, context=3), 50.0, no_episodes)
+    np.testing.assert_allclose(windowed, y_next[[2, 2, 2, 5, 5, 5, 7, 7]], atol=1e-6)
 
 
 def _probe_config(**kw):
