@@ -89,9 +89,8 @@ class RuleConfig:
             raise ValueError(f"RuleConfig.context={self.context} must be >= 0 (0: the whole trajectory)")
         if (self.bootstrap_gate_terminal_shut or self.bootstrap_gate_carry) and not self.bootstrap_gate:
             raise ValueError("RuleConfig.bootstrap_gate_terminal_shut and bootstrap_gate_carry shape the bootstrap "
-                             "gate: they need bootstrap_gate=True (for a rule without the gate set all three false, "
-                             "e.g. --set rule.bootstrap_gate=false --set rule.bootstrap_gate_terminal_shut=false "
-                             "--set rule.bootstrap_gate_carry=false)")
+                             "gate: they need bootstrap_gate=True (for a rule without the gate set all three false; "
+                             "`--preset cpu_nogate` is the cpu preset without it)")
 
 
 class RuleInputs(NamedTuple):
