@@ -72,10 +72,11 @@ from experiments.cli import (Parser, add_settings_args, check_rule_and_envs, ent
 from experiments.presets import A2C_PRESETS
 from lpg import evaluate as ev_lib
 from lpg.a2c import A2CConfig
+from lpg.agents import AUX_INITS
 from lpg.config import validate
 from lpg.ppo import PPOConfig
 from lpg.runs import config_differences
-from lpg.update_rule import init_rule, load_rule
+from lpg.update_rule import PI_HAT_BASELINES, init_rule, load_rule
 
 DEFAULT_LIFETIME = {"lifetime_updates": 250, "num_envs": 32, "rollout_len": 20}
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"  # committed results: written only when --out says so
@@ -193,6 +194,9 @@ class EvalSettings:
     ppo_lrs: tuple[float, ...] | None = None
     ppo_lrs_network: tuple[float, ...] | None = None
     hidden: int | None = None
+    # How agents use the rules (RuleConfig fields that change no parameter): None keeps each rule's own.
+    y_init: str | None = None
+    pi_hat_baseline: str | None = None
     curve_points: int = 20
     bootstrap: int = 2000
     seed: int = 0
@@ -207,8 +211,13 @@ class EvalSettings:
             (all(getattr(self, name) is None or getattr(self, name) >= 1 for name in (
                 "levels", "seeds", "updates", "num_envs", "rollout_len", "curve_points", "bootstrap", "hidden")),
              "levels, seeds, updates, num_envs, rollout_len, curve_points, bootstrap and hidden must be >= 1"),
+            (self.y_init is None or self.y_init in AUX_INITS, f"y_init must be one of {list(AUX_INITS)}"),
+            (self.pi_hat_baseline is None or self.pi_hat_baseline in PI_HAT_BASELINES,
+             f"pi_hat_baseline must be one of {list(PI_HAT_BASELINES)}"),
         ])
 
+
+RULE_USE_FIELDS = ("y_init", "pi_hat_baseline")  # EvalSettings fields that replace the rules' own
 
 EVAL_PRESETS = {
     "heldout": EvalSettings(),  # the held-out suite, 8 levels x 3 seeds (results/lpg/eval)
@@ -237,6 +246,10 @@ EVAL_HELP = {
     "ppo_lrs_network": "PPO's candidate rates for network agents (derived: "
                        + " ".join(f"{r:g}" for r in ev_lib.PPO_LEARNING_RATES.network) + ", spread to LPG's set size)",
     "hidden": "hidden width of network agents (derived: the rule's agent_hidden, else 64)",
+    "y_init": "how LPG network agents' y head starts, for every rule: lecun (at random) or zeros (y = 0 at every "
+              "state) (derived: each rule's RuleConfig.y_init)",
+    "pi_hat_baseline": "what LPG agents subtract from π̂, for every rule: " + ", ".join(PI_HAT_BASELINES)
+                       + " (lpg/update_rule.py; derived: each rule's RuleConfig.pi_hat_baseline)",
     "curve_points": "points per learning curve",
     "bootstrap": "bootstrap resamples per interval",
     "untrained": "also run an untrained rule, the control (a fresh init of the first rule's RuleConfig)",
@@ -334,6 +347,8 @@ def labels_for(names: list[str]) -> tuple[list[str], dict[str, list[str]]]:
 
 def evaluate(args) -> dict:
     loaded = [load_rule(rule) for rule in args.rule]
+    use = {field: getattr(args, field) for field in RULE_USE_FIELDS if getattr(args, field) is not None}
+    loaded = [(params, dataclasses.replace(config, **use)) for params, config in loaded]
     labels, pooled = labels_for(args.labels)
     rules = [ev_lib.RuleUnderTest(label, params, config, rates)
              for label, (params, config), rates in zip(labels, loaded, args.lpg_rates)]

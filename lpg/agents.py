@@ -1,9 +1,11 @@
 """Agent networks: a policy head plus one auxiliary head, over a torso chosen by observation type.
 
 The auxiliary head is the value v(s) for A2C (size 1) and the prediction vector y(s)
-for LPG agents (size m). Torsos: a table for integer (tabular) observations, an MLP
-for vectors, a small conv net for image-like maps. Every agent maps ONE observation
-to `(logits [A], aux [k])`; batching is done with vmap by the caller.
+for LPG agents (size m). Tables start at π uniform and aux = 0; networks near π uniform (a
+policy head of scale 0.01) with the aux head at random, or at 0 with `zero_aux`. Torsos: a
+table for integer (tabular) observations, an MLP for vectors, a small conv net for image-like
+maps. Every agent maps ONE observation to `(logits [A], aux [k])`; batching is done with vmap by
+the caller.
 """
 
 from __future__ import annotations
@@ -30,10 +32,19 @@ class TabularAgent(nn.Module):
         return pi_table[obs], aux_table[obs]
 
 
+AUX_INITS = ("lecun", "zeros")
+
+
+def _aux_head(aux_size: int, zero: bool) -> nn.Dense:
+    init = nn.initializers.zeros if zero else nn.initializers.lecun_normal()
+    return nn.Dense(aux_size, kernel_init=init)
+
+
 class MLPAgent(nn.Module):
     num_actions: int
     aux_size: int
     hidden: Sequence[int] = (64, 64)
+    zero_aux: bool = False  # aux head's kernel (and bias) start at 0: aux(s) = 0 for every s
 
     @nn.compact
     def __call__(self, obs):
@@ -41,7 +52,7 @@ class MLPAgent(nn.Module):
         for width in self.hidden:
             h = nn.relu(nn.Dense(width)(h))
         logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))(h)
-        aux = nn.Dense(self.aux_size)(h)
+        aux = _aux_head(self.aux_size, self.zero_aux)(h)
         return logits, aux
 
 
@@ -77,6 +88,7 @@ class ConvAgent(nn.Module):
     hidden: int = 64
     channels_first: bool = False
     conv: Any = MatmulConv  # or nn.Conv (same parameters; benchmarks/conv.py times both)
+    zero_aux: bool = False  # as MLPAgent's
 
     @nn.compact
     def __call__(self, obs):
@@ -86,17 +98,22 @@ class ConvAgent(nn.Module):
         x = nn.relu(self.conv(self.channels, (3, 3), name="Conv_0")(x))  # nn.Conv's parameter names
         h = nn.relu(nn.Dense(self.hidden)(x.reshape(-1)))
         logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))(h)
-        aux = nn.Dense(self.aux_size)(h)
+        aux = _aux_head(self.aux_size, self.zero_aux)(h)
         return logits, aux
 
 
 AGENT_KINDS = ("auto", "tabular", "mlp", "conv")
 
 
-def make_agent(env, env_params, aux_size: int, kind: str = "auto", hidden: int = 64) -> nn.Module:
-    """Picks the agent network that fits `env`'s observation space."""
+def make_agent(env, env_params, aux_size: int, kind: str = "auto", hidden: int = 64,
+               aux_init: str = "lecun") -> nn.Module:
+    """Picks the agent network that fits `env`'s observation space; `aux_init` ("lecun" or "zeros")
+    is how a network's aux head starts (a table's is always 0)."""
     if kind not in AGENT_KINDS:
         raise ValueError(f"agent kind {kind!r} is unknown; allowed: {AGENT_KINDS}")
+    if aux_init not in AUX_INITS:
+        raise ValueError(f"aux head init {aux_init!r} is unknown; allowed: {AUX_INITS}")
+    zero_aux = aux_init == "zeros"
     obs_space = env.observation_space(env_params)
     num_actions = env.action_space(env_params).n
     if kind == "auto":
@@ -116,8 +133,8 @@ def make_agent(env, env_params, aux_size: int, kind: str = "auto", hidden: int =
         if len(obs_space.shape) != 3:
             raise ValueError(f"a conv agent needs [C,H,W] or [H,W,C] maps; got shape {obs_space.shape}")
         channels_first = bool(getattr(env, "channels_first", False))
-        return ConvAgent(num_actions, aux_size, hidden=hidden, channels_first=channels_first)
-    return MLPAgent(num_actions, aux_size, hidden=(hidden, hidden))
+        return ConvAgent(num_actions, aux_size, hidden=hidden, channels_first=channels_first, zero_aux=zero_aux)
+    return MLPAgent(num_actions, aux_size, hidden=(hidden, hidden), zero_aux=zero_aux)
 
 
 def is_tabular(network: nn.Module) -> bool:

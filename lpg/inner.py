@@ -72,9 +72,17 @@ class LPGAgent(NamedTuple):
 
     @property
     def subtracts_pi_hat_mean(self) -> bool:
-        """Whether the policy is pushed by π̂ less its batch mean (RuleConfig.pi_hat_baseline)."""
+        """Whether the policy is pushed by π̂ less a mean of it (RuleConfig.pi_hat_baseline)."""
         baseline = self.rule.config.pi_hat_baseline
-        return baseline == "batch_mean" or (baseline == "adam_batch_mean" and self.optimizer_name == "adam")
+        return baseline != "none" and (not baseline.startswith("adam_") or self.optimizer_name == "adam")
+
+    def pi_hat_used(self, pi_hat: chex.Array) -> chex.Array:
+        """π̂ [B, T] as it pushes the policy: as emitted, less its batch mean, or less its mean over
+        the batch's streams at each step (RuleConfig.pi_hat_baseline)."""
+        if not self.subtracts_pi_hat_mean:
+            return pi_hat
+        per_step = self.rule.config.pi_hat_baseline.endswith("step_mean")
+        return pi_hat - jnp.mean(pi_hat, axis=0 if per_step else None, keepdims=True)
 
     def init(self, key: chex.PRNGKey, learning_rate: chex.Array) -> AgentState:
         params = self.network.init(key, self.obs0)
@@ -120,9 +128,9 @@ class LPGAgent(NamedTuple):
         inputs = jax.vmap(self.rule_inputs, in_axes=(None, 1, None, None))(state.params, traj, hypers, updates_done)
         pi_hat, y_hat = jax.vmap(lambda x: self.rule.apply(rule_params, x))(inputs)  # [B, T], [B, T, m]
         kind = self.rule.config.y_loss
-        # The policy is pushed by π̂ less its batch mean (RuleConfig.pi_hat_baseline); the rule's own
+        # The policy is pushed by π̂ less a baseline (RuleConfig.pi_hat_baseline); the rule's own
         # output is what is returned (and what the meta-objective's L2 term sees).
-        pi_hat_used = pi_hat - jnp.mean(pi_hat) if self.subtracts_pi_hat_mean else pi_hat
+        pi_hat_used = self.pi_hat_used(pi_hat)
 
         def surrogate(params):
             # π̂ and ŷ were computed from the outer `state.params`: constants for this gradient.
@@ -148,7 +156,8 @@ def make_lpg_agent(env, env_params, rule_config: RuleConfig, agent: str = "auto"
                    optimizer: str = "sgd", hidden: int = 64) -> LPGAgent:
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"agent optimizer {optimizer!r} is unknown; allowed: {tuple(OPTIMIZERS)}")
-    network = agents.make_agent(env, env_params, aux_size=rule_config.y_size, kind=agent, hidden=hidden)
+    network = agents.make_agent(env, env_params, aux_size=rule_config.y_size, kind=agent, hidden=hidden,
+                                aux_init=rule_config.y_init)
     obs0, _ = env.reset(jax.random.PRNGKey(0), env_params)
     return LPGAgent(network, UpdateRule(rule_config), optimizer, obs0)
 

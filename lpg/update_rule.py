@@ -40,8 +40,10 @@ import jax
 import jax.numpy as jnp
 from flax import serialization
 
+from lpg.agents import AUX_INITS
+
 Y_LOSSES = ("mse", "kl")
-PI_HAT_BASELINES = ("batch_mean", "adam_batch_mean", "none")
+PI_HAT_BASELINES = ("batch_mean", "adam_batch_mean", "step_mean", "adam_step_mean", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +56,9 @@ class RuleConfig:
     # the update's batch, a baseline (it leaves the expected policy gradient unchanged and removes
     # a constant push on every sampled action, which under Adam only inflates the second moment);
     # "adam_batch_mean" subtracts it for agents trained by Adam only (SGD tables take π̂ as emitted);
+    # "step_mean" subtracts, at each step t of the rollout, the mean π̂ over the batch's streams at t
+    # (a baseline too: it also removes what π̂ owes to the step's place in the rollout, which the
+    # backward LSTM adds and no action causes); "adam_step_mean" does so for Adam agents only;
     # "none" is the paper's (and every rule saved before this field existed).
     pi_hat_baseline: str = "batch_mean"
     # Lifetime conditioning: the rule also reads n/N (agent updates done / lifetime length) and
@@ -76,6 +81,10 @@ class RuleConfig:
     # Blend with the next step's target ŷ_t+1 within an episode and window, with ȳ(s_t+1) only at their
     # ends and the trajectory's last step (module docstring). Off: ȳ(s_t+1) at every step.
     bootstrap_gate_carry: bool = False
+    # How a network agent's y head starts (lpg.agents.AUX_INITS): "lecun", at random, y(s) differing
+    # from state to state; "zeros", y(s) = 0 everywhere, as a table's starts. "lecun" for every rule
+    # saved before this field existed.
+    y_init: str = "lecun"
 
     def __post_init__(self):
         if self.y_loss not in Y_LOSSES:
@@ -83,6 +92,8 @@ class RuleConfig:
         if self.pi_hat_baseline not in PI_HAT_BASELINES:
             raise ValueError(
                 f"RuleConfig.pi_hat_baseline={self.pi_hat_baseline!r} is unknown; allowed: {PI_HAT_BASELINES}")
+        if self.y_init not in AUX_INITS:
+            raise ValueError(f"RuleConfig.y_init={self.y_init!r} is unknown; allowed: {AUX_INITS}")
         if self.hidden < 1 or self.y_size < 1 or self.embed < 1:
             raise ValueError(f"RuleConfig sizes must be >= 1 (got {self})")
         if self.context < 0:

@@ -27,3 +27,33 @@ def test_conv_agent_keeps_nn_conv_parameter_names():
     params = ConvAgent(num_actions=3, aux_size=2).init(jax.random.PRNGKey(0), jnp.zeros((10, 10, 4)))
     assert params["params"]["Conv_0"]["kernel"].shape == (3, 3, 4, 16)
     assert params["params"]["Conv_0"]["bias"].shape == (16,)
+
+
+@pytest.mark.parametrize("shape", [(50,), (10, 10, 4)])
+def test_a_zero_aux_head_starts_every_state_at_zero_and_leaves_the_policy_alone(shape):
+    """aux_init="zeros": aux(s) = 0 at every observation (as a table starts), the same policy as the
+    random-aux network from the same key, and an aux head that still learns (non-zero gradient)."""
+    from lpg.agents import MLPAgent
+
+    make = (lambda zero: ConvAgent(3, 4, zero_aux=zero)) if len(shape) == 3 else (lambda zero: MLPAgent(3, 4, zero_aux=zero))
+    obs = jax.random.uniform(jax.random.PRNGKey(0), (6,) + shape)
+    zero, lecun = make(True), make(False)
+    params_zero, params_lecun = (net.init(jax.random.PRNGKey(1), obs[0]) for net in (zero, lecun))
+    logits_zero, aux_zero = jax.vmap(lambda o: zero.apply(params_zero, o))(obs)
+    logits_lecun, aux_lecun = jax.vmap(lambda o: lecun.apply(params_lecun, o))(obs)
+    assert np.all(np.asarray(aux_zero) == 0.0) and np.ptp(np.asarray(aux_lecun), axis=0).max() > 1e-3
+    np.testing.assert_allclose(logits_zero, logits_lecun, rtol=1e-6, atol=1e-7)
+    grads = jax.grad(lambda p: jnp.sum(jax.vmap(lambda o: zero.apply(p, o))(obs)[1] * jnp.arange(4.0)))(params_zero)
+    head = sorted(k for k in grads["params"] if k.startswith("Dense"))[-1]
+    assert float(jnp.abs(grads["params"][head]["kernel"]).max()) > 1e-3
+
+
+def test_make_agent_names_the_allowed_aux_inits():
+    from gymnax import make as gymnax_make
+
+    from lpg.agents import make_agent
+
+    env, params = gymnax_make("Catch-bsuite")
+    assert make_agent(env, params, aux_size=2, aux_init="zeros").zero_aux
+    with pytest.raises(ValueError, match="lecun"):
+        make_agent(env, params, aux_size=2, aux_init="orthogonal")

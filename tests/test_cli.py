@@ -130,6 +130,17 @@ def test_evaluate_takes_set_and_its_flags_as_the_same_fields(tmp_path):
     args = evaluate_cmd.parse_args(["--rule", str(rule), "--preset", "quick", "--set", "seeds=4", "--levels", "5"])
     assert (args.levels, args.seeds, args.envs) == (5, 4, ["generated_heldout", "chain_heldout"])
     assert cli.settable_fields(evaluate_cmd.EVAL_PRESETS["quick"])[1] == ("levels", 2)
+    args = evaluate_cmd.parse_args(["--rule", str(rule), "--y-init", "zeros", "--pi-hat-baseline", "adam_step_mean"])
+    assert (args.y_init, args.pi_hat_baseline) == ("zeros", "adam_step_mean")
+
+
+@pytest.mark.parametrize("flag,allowed", [("--y-init", "lecun"), ("--pi-hat-baseline", "adam_step_mean")])
+def test_evaluate_refuses_an_unknown_way_of_using_a_rule(tmp_path, capsys, flag, allowed):
+    rule = tmp_path / "rule.msgpack"
+    rule.write_bytes(b"")
+    with pytest.raises(SystemExit):
+        evaluate_cmd.parse_args(["--rule", str(rule), flag, "normal"])
+    assert allowed in capsys.readouterr().err
 
 
 def test_every_set_example_in_the_docs_names_a_real_field():

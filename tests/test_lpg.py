@@ -299,7 +299,8 @@ def test_y_table_takes_the_implicit_step_and_stays_in_the_targets_range():
 
 @pytest.mark.parametrize("baseline,optimizer,blind", [
     ("batch_mean", "adam", True), ("none", "adam", False), ("adam_batch_mean", "adam", True),
-    ("adam_batch_mean", "sgd", False), ("batch_mean", "sgd", True)])
+    ("adam_batch_mean", "sgd", False), ("batch_mean", "sgd", True), ("step_mean", "sgd", True),
+    ("adam_step_mean", "adam", True), ("adam_step_mean", "sgd", False)])
 def test_pi_hat_baseline_makes_the_update_blind_to_a_constant_push(baseline, optimizer, blind):
     """Shifting every π̂ by a constant (the π̂ head's bias) must not change the agent's update when
     the batch mean is subtracted, and does change it without (a constant times Σ ∇log π(a) of the
@@ -330,6 +331,30 @@ def test_pi_hat_baseline_makes_the_update_blind_to_a_constant_push(baseline, opt
         assert gap > 1e-4
 
 
+@pytest.mark.parametrize("baseline,blind_to_steps", [("step_mean", True), ("adam_step_mean", True),
+                                                     ("batch_mean", False), ("adam_batch_mean", False)])
+def test_a_step_mean_baseline_removes_what_pi_hat_owes_to_the_step(baseline, blind_to_steps):
+    """π̂ [B, T] plus any c_t shared by every stream at step t (what the backward LSTM adds for a
+    step's place in the rollout) pushes the policy the same with the per-step mean subtracted; the
+    batch mean removes only c's average. Either way a constant goes, and what is left sums to 0."""
+    from gymnax import make as gymnax_make
+
+    from lpg.inner import make_lpg_agent
+
+    env, params = gymnax_make("Catch-bsuite")
+    agent = make_lpg_agent(env, params, RuleConfig(hidden=8, y_size=4, pi_hat_baseline=baseline), optimizer="adam")
+    pi_hat = jax.random.normal(jax.random.PRNGKey(0), (8, 20))
+    per_step = jnp.linspace(-2.0, 1.0, 20)[None, :]
+    used, shifted, constant = (np.asarray(agent.pi_hat_used(x)) for x in (pi_hat, pi_hat + per_step, pi_hat + 3.0))
+    np.testing.assert_allclose(constant, used, atol=1e-5)
+    assert abs(used.sum()) < 1e-3
+    if blind_to_steps:
+        np.testing.assert_allclose(shifted, used, atol=1e-5)
+        np.testing.assert_allclose(used.sum(0), 0.0, atol=1e-5)
+    else:
+        assert np.abs(shifted - used).max() > 0.5
+
+
 def test_rules_saved_before_the_baseline_option_load_without_one(tmp_path):
     from lpg.update_rule import save_rule
 
@@ -340,6 +365,32 @@ def test_rules_saved_before_the_baseline_option_load_without_one(tmp_path):
     del legacy["pi_hat_baseline"]
     (tmp_path / "rule.json").write_text(json.dumps(legacy))
     assert load_rule(tmp_path / "rule.msgpack")[1].pi_hat_baseline == "none"
+
+
+def test_a_rule_starts_network_agents_y_where_its_config_says(tmp_path):
+    """RuleConfig.y_init reaches the agent (y = 0 at every state with "zeros"); rules saved before the
+    field existed load with "lecun", the random start they were meta-trained with."""
+    from gymnax import make as gymnax_make
+
+    from lpg.inner import make_lpg_agent
+    from lpg.update_rule import save_rule
+
+    env, params = gymnax_make("Catch-bsuite")
+    obs = jax.vmap(lambda k: env.reset(k, params)[0])(jax.random.split(jax.random.PRNGKey(0), 8))
+    for y_init, all_zero in (("zeros", True), ("lecun", False)):
+        agent = make_lpg_agent(env, params, RuleConfig(hidden=8, y_size=4, y_init=y_init), optimizer="adam")
+        state = agent.init(jax.random.PRNGKey(1), jnp.float32(1e-2))
+        y = np.asarray(jax.vmap(lambda o: agent.network.apply(state.params, o))(obs)[1])
+        assert bool(np.all(y == 0.0)) == all_zero
+    save_rule(tmp_path / "rule.msgpack", init_rule(RuleConfig(hidden=8, y_size=4), jax.random.PRNGKey(0)),
+              RuleConfig(hidden=8, y_size=4, y_init="zeros"))
+    assert load_rule(tmp_path / "rule.msgpack")[1].y_init == "zeros"
+    legacy = json.loads((tmp_path / "rule.json").read_text())
+    del legacy["y_init"]
+    (tmp_path / "rule.json").write_text(json.dumps(legacy))
+    assert load_rule(tmp_path / "rule.msgpack")[1].y_init == "lecun"
+    with pytest.raises(ValueError, match="y_init"):
+        RuleConfig(y_init="normal")
 
 
 @struct.dataclass
