@@ -1,9 +1,12 @@
 """The README's custom-environment example (a corridor no source or suite uses), rules x Adam rates, 4 seeds.
 
     python results/lpg/gatecarry/corridor.py RULE [RULE ...]   # from the repository root
+    python results/lpg/gatecarry/corridor.py --use y_init=zeros --use pi_hat_baseline=adam_step_mean RULE ...
 
 Runs the README block as written but for the rule, the agent's Adam rate (5e-3, 1e-2, 2e-2) and 4 seeds;
-prints each lifetime's final return (optimum 1.0, the uniform policy ~0.4). Ad hoc diagnostic, session 11.
+prints each lifetime's final return (optimum 1.0, the uniform policy ~0.4). `--use FIELD=VALUE` replaces
+a RuleConfig field of how agents use the rule (y_init, pi_hat_baseline) after loading it, as
+`experiments.evaluate --y-init/--pi-hat-baseline` do. Ad hoc diagnostic, sessions 11-12.
 """
 import re, sys
 from pathlib import Path
@@ -12,11 +15,20 @@ blocks = re.findall(r"```python\n(.*?)```", Path("README.md").read_text(), flags
 code = [b for b in blocks if b.startswith("# example: custom-environment\n")][0]
 head = code[:code.find("for name, learner in")]
 old = "results/lpg/ablation/prev_seed0_baseline/rule.msgpack"
-for rule in sys.argv[1:]:
+argv, use = sys.argv[1:], {}
+while argv and argv[0] == "--use":
+    field, value = argv[1].split("=")
+    assert field in ("y_init", "pi_hat_baseline"), field
+    use[field], argv = value, argv[2:]
+load = "rule_params, rule_config = load_rule(\"%s\")\n"
+for rule in argv:
     for lr in (5e-3, 1e-2, 2e-2):
-        src = head.replace(old, rule).replace("num_seeds=2", "num_seeds=4").replace("learning_rate=1e-2, alpha_y", f"learning_rate={lr}, alpha_y")
+        src = head.replace(load % old, load % old + "".join(
+            f"rule_config = __import__('dataclasses').replace(rule_config, {k}={v!r})\n" for k, v in use.items()))
+        assert src != head or not use
+        src = src.replace(old, rule).replace("num_seeds=2", "num_seeds=4").replace("learning_rate=1e-2, alpha_y", f"learning_rate={lr}, alpha_y")
         g = {"__name__": "x"}
         exec(compile(src, "README.md", "exec"), g)
         m = g["evaluate"].run_lifetimes(g["env"], g["params"], g["lpg"], g["lifetime"], g["jax"].random.PRNGKey(0))
         f = np.asarray(g["evaluate"].summarise(m, g["lifetime"])["final"])
-        print(f"{rule} lr {lr}: final {np.round(f, 2)} mean {f.mean():.2f}", flush=True)
+        print(f"{rule}{''.join(f' {k}={v}' for k, v in use.items())} lr {lr}: final {np.round(f, 2)} mean {f.mean():.2f}", flush=True)
