@@ -347,6 +347,8 @@ def test_a_step_mean_baseline_removes_what_pi_hat_owes_to_the_step(baseline, bli
     per_step = jnp.linspace(-2.0, 1.0, 20)[None, :]
     used, shifted, constant = (np.asarray(agent.pi_hat_used(x)) for x in (pi_hat, pi_hat + per_step, pi_hat + 3.0))
     np.testing.assert_allclose(constant, used, atol=1e-5)
+    x = np.asarray(pi_hat)
+    np.testing.assert_allclose(used, x - (x.mean(0, keepdims=True) if blind_to_steps else x.mean()), atol=1e-5)
     assert abs(used.sum()) < 1e-3
     if blind_to_steps:
         np.testing.assert_allclose(shifted, used, atol=1e-5)
