@@ -11,32 +11,30 @@ uniform policy ~0.4). `--use FIELD=VALUE` replaces a RuleConfig field of how age
 (y_init, pi_hat_baseline) after loading it, as `experiments.evaluate --y-init/--pi-hat-baseline` do.
 Ad hoc diagnostic, sessions 11-14.
 """
-import re, sys
+import argparse, re
 from pathlib import Path
 import numpy as np
 blocks = re.findall(r"```python\n(.*?)```", Path("README.md").read_text(), flags=re.S)
 code = [b for b in blocks if b.startswith("# example: custom-environment\n")][0]
 head = code[:code.find("for name, learner in")]
 old = "results/lpg/ablation/prev_seed0_baseline/rule.msgpack"
-argv, use, updates, rollout_len = sys.argv[1:], {}, None, None
-while argv and argv[0] in ("--use", "--updates", "--rollout-len"):
-    if argv[0] == "--updates":
-        updates, argv = int(argv[1]), argv[2:]
-        continue
-    if argv[0] == "--rollout-len":
-        rollout_len, argv = int(argv[1]), argv[2:]
-        continue
-    field, value = argv[1].split("=")
-    assert field in ("y_init", "pi_hat_baseline"), field
-    use[field], argv = value, argv[2:]
-if updates is not None:
-    assert head.count("num_updates=150") == 1
-    head = head.replace("num_updates=150", f"num_updates={updates}")
-if rollout_len is not None:  # the lifetime's rollouts (the A2C in the block is not run here)
-    assert head.count("num_envs=16, rollout_len=10, num_seeds") == 1
-    head = head.replace("num_envs=16, rollout_len=10, num_seeds", f"num_envs=16, rollout_len={rollout_len}, num_seeds")
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("rules", nargs="+", metavar="RULE")
+parser.add_argument("--use", action="append", default=[], metavar="FIELD=VALUE")
+parser.add_argument("--updates", type=int, help="updates per lifetime (the block's: 150)")
+parser.add_argument("--rollout-len", type=int, help="the lifetime's rollout length (the block's: 10)")
+args = parser.parse_args()
+use = dict(item.split("=") for item in args.use)
+assert set(use) <= {"y_init", "pi_hat_baseline"}, use
+for flag, before, after in (
+        (args.updates, "num_updates=150", f"num_updates={args.updates}"),
+        # the lifetime's rollouts (the block's A2C is not run here)
+        (args.rollout_len, "num_envs=16, rollout_len=10, num_seeds", f"num_envs=16, rollout_len={args.rollout_len}, num_seeds")):
+    if flag is not None:
+        assert head.count(before) == 1, before
+        head = head.replace(before, after)
 load = "rule_params, rule_config = load_rule(\"%s\")\n"
-for rule in argv:
+for rule in args.rules:
     for lr in (5e-3, 1e-2, 2e-2):
         src = head.replace(load % old, load % old + "".join(
             f"rule_config = __import__('dataclasses').replace(rule_config, {k}={v!r})\n" for k, v in use.items()))
