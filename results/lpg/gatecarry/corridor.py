@@ -17,7 +17,7 @@ time limit ends an episode); `--by-cell` prints, after the lifetime, per cell 1-
 P(right) and the mean π̂ (as it pushes the policy) of steps that went right less that of steps that
 went left, over 4 more rollouts per seed. `--use FIELD=VALUE` replaces a RuleConfig field of how agents use the rule
 (y_init, pi_hat_baseline) after loading it, as `experiments.evaluate --y-init/--pi-hat-baseline` do.
-Ad hoc diagnostic, sessions 11-14.
+Ad hoc diagnostic, sessions 11-15.
 """
 import argparse, re
 from pathlib import Path
@@ -54,15 +54,16 @@ if args.left is not None:
         head = head.replace(pays, f"jnp.where(pos == 0, {float(args.left)!r}, 0.0)")
 
 
-def by_cell(g, key):
-    """[8] P(right | cell 1..8) and [8] mean π̂ (as used) of right steps less left steps, mean over seeds."""
+def lifetimes_by_cell(g, key):
+    """The block's LPG lifetimes (as `run_lifetimes`: metrics [seeds, updates]) and, from their final
+    states, [8] P(right | cell 1..8) and [8] mean π̂ (as used) of right steps less left steps, mean over seeds."""
     jax, jnp, ev, env, env_params, lifetime = (g[k] for k in ("jax", "jnp", "evaluate", "env", "params", "lifetime"))
     from lpg import rollout as engine
     from lpg.inner import make_lpg_learner
-    agent = ev.make_lpg_agent(env, env_params, g["rule_config"], optimizer="adam")
+    agent = ev.make_lpg_agent(env, env_params, g["rule_config"], optimizer="adam")  # as the block's lpg_learner
     learner = make_lpg_learner(agent, g["rule_params"], g["hypers"])
     levels = jax.tree.map(lambda x: jnp.asarray(x)[None], env_params)
-    state, _ = ev.make_lifetimes(env, lambda _: learner, lifetime, return_state=True)(levels, (), key)
+    state, metrics = ev.make_lifetimes(env, lambda _: learner, lifetime, return_state=True)(levels, (), key)
 
     @jax.jit
     @jax.vmap
@@ -81,7 +82,8 @@ def by_cell(g, key):
     seeds = jax.tree.map(lambda x: x[0], state)
     sums, counts, p_right = (np.asarray(x) for x in probe(seeds, jax.random.split(jax.random.PRNGKey(1), lifetime.num_seeds)))
     pi_hat = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)  # [seeds, 10, 2]
-    return p_right.mean(0)[1:9], np.nanmean(pi_hat[:, 1:9, 1] - pi_hat[:, 1:9, 0], axis=0)
+    metrics = {k: np.asarray(v)[0] for k, v in metrics.items()}
+    return metrics, p_right.mean(0)[1:9], np.nanmean(pi_hat[:, 1:9, 1] - pi_hat[:, 1:9, 0], axis=0)
 
 
 load = "rule_params, rule_config = load_rule(\"%s\")\n"
@@ -93,7 +95,11 @@ for rule in args.rules:
         src = src.replace(old, rule).replace("num_seeds=2", "num_seeds=4").replace("learning_rate=1e-2, alpha_y", f"learning_rate={lr}, alpha_y")
         g = {"__name__": "x"}
         exec(compile(src, "README.md", "exec"), g)
-        m = g["evaluate"].run_lifetimes(g["env"], g["params"], g["lpg"], g["lifetime"], g["jax"].random.PRNGKey(0))
+        key = g["jax"].random.PRNGKey(0)
+        if args.by_cell:  # the same lifetimes, kept to their final states
+            m, p_right, gap = lifetimes_by_cell(g, key)
+        else:
+            m = g["evaluate"].run_lifetimes(g["env"], g["params"], g["lpg"], g["lifetime"], key)
         f = np.asarray(g["evaluate"].summarise(m, g["lifetime"])["final"])
         print(f"{rule}{''.join(f' {k}={v}' for k, v in use.items())}{f' left={args.left}' if args.left else ''} lr {lr}: final {np.round(f, 2)} mean {f.mean():.2f}", flush=True)
         if args.curve:  # episode_return at one update: the mean of the episodes that ended in it
@@ -102,5 +108,4 @@ for rule in args.rules:
             for key in ("episode_return", "pi_hat", "y_hat"):
                 print(f"  {key:>14}: {np.round(np.asarray(m[key]).mean(axis=0)[at], 3)}", flush=True)
         if args.by_cell:
-            p_right, gap = by_cell(g, g["jax"].random.PRNGKey(0))
             print(f"  cells 1..8: P(right) {np.round(p_right, 2)}; π̂(right) - π̂(left) {np.round(gap, 3)}", flush=True)
