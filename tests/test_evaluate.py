@@ -129,7 +129,8 @@ def test_heldout_family_excludes_named_grid_and_train_descriptors():
 def test_suite_overlap_with_training_sources():
     suite = evaluate.HELDOUT_SUITE
     assert evaluate.training_overlap(["generated", "chain_short", "chain_distraction", "tabular_dense",
-                                      "generated_vector", "generated_sparse_vector"], suite) == []
+                                      "generated_vector", "generated_sparse_vector",
+                                      "generated_sparse_long_vector"], suite) == []
     assert len(evaluate.training_overlap(["generated_vector"], ["generated"])) == 1
     assert len(evaluate.training_overlap(["generated_vector_heldout"], ["generated_heldout"])) == 1
     found = evaluate.training_overlap(["chain_long", "generated_heldout", "Catch-bsuite"], suite)

@@ -233,18 +233,19 @@ def test_vector_observation_is_the_tabular_state_and_level_sources_use_it():
     assert bool(is_heldout(held_vec, dist)) and not bool(is_heldout(sample(key), dist))
 
 
-def test_sparse_source_draws_one_goal_levels_of_the_training_family_only():
+@pytest.mark.parametrize("name, max_steps", [("generated_sparse_vector", 10), ("generated_sparse_long_vector", 40)])
+def test_sparse_source_draws_one_goal_levels_of_the_training_family_only(name, max_steps):
     from envs.levels import _descriptor_table
     from envs.sources import SPARSE_DISTRIBUTION, level_sampler
 
-    env, sample = level_sampler("generated_sparse_vector")
+    env, sample = level_sampler(name)
     assert env.obs_mode == "vector"
     levels = jax.vmap(sample)(jax.random.split(jax.random.PRNGKey(0), 64))
     assert np.all(np.asarray(levels.obj_active).sum(1) == 1)
     active = np.asarray(levels.obj_active)
     np.testing.assert_array_equal(np.asarray(levels.obj_reward)[active], 1.0)
     np.testing.assert_array_equal(np.asarray(levels.obj_p_terminate)[active], 1.0)
-    np.testing.assert_array_equal(np.asarray(levels.max_steps_in_episode), 10)
+    np.testing.assert_array_equal(np.asarray(levels.max_steps_in_episode), max_steps)
     assert not np.any(np.asarray(jax.vmap(lambda p: is_heldout(p, SPARSE_DISTRIBUTION))(levels)))
     # Its descriptors are the default distribution's training ones too: never a generated_heldout shape.
     held = {tuple(d) for d in _descriptor_table(LevelDistribution(), "heldout")}
