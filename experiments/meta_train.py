@@ -334,7 +334,9 @@ def main(argv=None):
     meta_train(config, run_dir, resume=not args.no_resume, devices=args.devices, tensorboard=args.tensorboard)
     print(f"rule saved to {Path(run_dir) / 'rule.msgpack'}; progress plot {Path(run_dir) / 'progress.png'}.\n"
           f"Next: python -m experiments.evaluate --rule {Path(run_dir) / 'rule.msgpack'}   "
-          f"(the held-out suite against A2C; writes {Path(run_dir) / 'eval'})", file=sys.stderr)
+          f"(the held-out suite against A2C; writes {Path(run_dir) / 'eval'}),\n"
+          f"  or first choose among the snapshots: python -m experiments.select_rule {run_dir}   "
+          f"(writes {Path(run_dir) / 'rule_selected'})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -42,34 +42,6 @@ META_PRESETS = {
         steps_per_chunk=10,
         checkpoint_every=5,
     ),
-    # The rule the project commits: about 28 minutes on 2 CPU cores (results/lpg/README.md).
-    # Table agents on generated grids (the generator's training family) and on delayed chains of
-    # length 5-30, and MLP agents (Adam) on the same generated grids seen as vectors (one-hot cell,
-    # presence bits) and on one-goal levels with rare rewards (generated_sparse_vector); agent
-    # rates as evaluated (SGD 20-80, Adam 2e-3 to 2e-2); lifetimes of 100 updates of 32 envs x 20
-    # steps, the evaluation's; π̂ with its batch-mean baseline for Adam agents only (tables take π̂
-    # as emitted: with the baseline on tables too, meta-seeds solved fewer long chains). Measured:
-    # with 250-update lifetimes, or without balance_sources, the rule solved chains up to T = 20
-    # and committed to a random branch beyond; with MLP agents only on chains it never learned
-    # Catch; the sparse source is not learned by meta-training and DeepSea is not learned
-    # (results/lpg/README.md). Since session 11 the rule's y target is a learned λ-return over
-    # targets (bootstrap_gate with _carry and _terminal_shut, lpg/update_rule.py): at three
-    # meta-seeds every rule solves 6-8 of 8 held-out chains of 31-50 steps (before: 6, 6, 0) and the
-    # pooled suite IQM rose from 0.67 to 0.81 (results/lpg/gatecarry/).
-    "cpu": MetaConfig(
-        envs=("generated", "chain_short", "generated_vector", "generated_sparse_vector"),
-        lifetimes_per_env=8,
-        num_envs=32,
-        rollout_len=20,
-        inner_updates=5,
-        lifetime_updates=100,
-        rule=RuleConfig(hidden=64, y_size=30, pi_hat_baseline="adam_batch_mean", bootstrap_gate=True,
-                        bootstrap_gate_terminal_shut=True, bootstrap_gate_carry=True),
-        meta_lr=1e-3,
-        num_meta_steps=1800,
-        steps_per_chunk=10,
-        checkpoint_every=5,
-    ),
     # Paper scale (Table 2): the paper's whole training set, 960 lifetimes x 64 environments x
     # 20 steps, K = 5, 256-unit LSTM, Adam 1e-4. Sources: the five tabular grids (table agents,
     # SGD 20-80) and the five random grids (conv agents, Adam 2e-3 to 2e-2), each with 9 and with
@@ -96,10 +68,50 @@ META_PRESETS = {
         checkpoint_every=5,
     ),
 }
+# The `cpu` preset of sessions 11-16 (results/lpg/gatecarry/ and the folders after it, whose commands say
+# `--preset cpu`): about 28 minutes on 2 CPU cores (results/lpg/README.md).
+# Table agents on generated grids (the generator's training family) and on delayed chains of
+# length 5-30, and MLP agents (Adam) on the same generated grids seen as vectors (one-hot cell,
+# presence bits) and on one-goal levels with rare rewards (generated_sparse_vector); agent
+# rates as evaluated (SGD 20-80, Adam 2e-3 to 2e-2); lifetimes of 100 updates of 32 envs x 20
+# steps, the evaluation's; π̂ with its batch-mean baseline for Adam agents only (tables take π̂
+# as emitted: with the baseline on tables too, meta-seeds solved fewer long chains). Measured:
+# with 250-update lifetimes, or without balance_sources, the rule solved chains up to T = 20
+# and committed to a random branch beyond; with MLP agents only on chains it never learned
+# Catch; the sparse source is not learned by meta-training and DeepSea is not learned
+# (results/lpg/README.md). Since session 11 the rule's y target is a learned λ-return over
+# targets (bootstrap_gate with _carry and _terminal_shut, lpg/update_rule.py): at three
+# meta-seeds every rule solves 6-8 of 8 held-out chains of 31-50 steps (before: 6, 6, 0) and the
+# pooled suite IQM rose from 0.67 to 0.81 (results/lpg/gatecarry/).
+META_PRESETS["cpu100"] = MetaConfig(
+    envs=("generated", "chain_short", "generated_vector", "generated_sparse_vector"),
+    lifetimes_per_env=8,
+    num_envs=32,
+    rollout_len=20,
+    inner_updates=5,
+    lifetime_updates=100,
+    rule=RuleConfig(hidden=64, y_size=30, pi_hat_baseline="adam_batch_mean", bootstrap_gate=True,
+                    bootstrap_gate_terminal_shut=True, bootstrap_gate_carry=True),
+    meta_lr=1e-3,
+    num_meta_steps=1800,
+    steps_per_chunk=10,
+    checkpoint_every=5,
+)
+# The rule the project commits (session 17, results/lpg/selected/): `cpu100` with lifetimes of 200
+# updates, the evaluation's, and one-goal grids whose 40-step episodes span two rollouts
+# (generated_sparse_long_vector) instead of 10-step ones, so network agents' credit must cross a
+# rollout boundary (results/lpg/l200long/); then `experiments.select_rule RUN --every 100 --y-init
+# zeros --pi-hat-baseline adam_step_mean` keeps the snapshot that does best on a validation set
+# sharing nothing with the held-out suite (lpg/validation.py). Three meta-seeds side by side on
+# 2 CPU cores took 88 minutes each (5,270-5,290 s), the validation of their snapshots beside them;
+# alone, 100 meta-steps took 140 s after an 81 s compile: about 44 minutes for the 1,800.
+META_PRESETS["cpu"] = dataclasses.replace(
+    META_PRESETS["cpu100"], lifetime_updates=200,
+    envs=("generated", "chain_short", "generated_vector", "generated_sparse_long_vector"))
 # The `cpu` preset of sessions 4-10, without the gate: the rules in results/lpg/rules/ and the comparison,
 # ES and MinAtar results that use them were meta-trained with it (`--preset cpu` in their commands).
 META_PRESETS["cpu_nogate"] = dataclasses.replace(
-    META_PRESETS["cpu"], rule=RuleConfig(hidden=64, y_size=30, pi_hat_baseline="adam_batch_mean"))
+    META_PRESETS["cpu100"], rule=RuleConfig(hidden=64, y_size=30, pi_hat_baseline="adam_batch_mean"))
 META_PRESETS["tiny"] = dataclasses.replace(
     META_PRESETS["quick"], envs=("probe",), lifetimes_per_env=2, num_envs=4, rollout_len=4, inner_updates=2,
     lifetime_updates=8, rule=RuleConfig(hidden=8, y_size=4), num_meta_steps=4, steps_per_chunk=2,
@@ -114,12 +126,12 @@ ES_PRESETS = {
                      rule=RuleConfig(hidden=8, y_size=4), levels_per_env=2, population_size=4,
                      num_generations=4, steps_per_chunk=2, checkpoint_every=1),
 }
-# Whole-lifetime ES on the `cpu` meta-gradient preset's sources, agents and lifetimes, and its rule
+# Whole-lifetime ES on the `cpu100` meta-gradient preset's sources, agents and lifetimes, and its rule
 # before the gate (the rule results/es/ was trained with; ES with the gate is untried): about an
 # hour on 2 CPU cores (results/es/README.md).
 ES_PRESETS["cpu"] = ESConfig(
-    envs=META_PRESETS["cpu"].envs, num_envs=32, rollout_len=20, lifetime_updates=100,
-    rule=META_PRESETS["cpu_nogate"].rule, hypers=META_PRESETS["cpu"].hypers,
+    envs=META_PRESETS["cpu100"].envs, num_envs=32, rollout_len=20, lifetime_updates=100,
+    rule=META_PRESETS["cpu_nogate"].rule, hypers=META_PRESETS["cpu100"].hypers,
     levels_per_env=1, validation_levels=4, score_updates=10, population_size=32, sigma=0.03, es_lr=0.01,
     num_generations=150, steps_per_chunk=1, checkpoint_every=5,
 )

@@ -101,7 +101,7 @@ class RuleConfig:
         if (self.bootstrap_gate_terminal_shut or self.bootstrap_gate_carry) and not self.bootstrap_gate:
             raise ValueError("RuleConfig.bootstrap_gate_terminal_shut and bootstrap_gate_carry shape the bootstrap "
                              "gate: they need bootstrap_gate=True (for a rule without the gate set all three false; "
-                             "`--preset cpu_nogate` is the cpu preset without it)")
+                             "`--preset cpu_nogate` is the cpu100 preset without it)")
 
 
 class RuleInputs(NamedTuple):
