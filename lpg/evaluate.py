@@ -316,9 +316,10 @@ def exact_references(ev: EvalEnv, gamma: float) -> References | None:
     return References("exact", np.tile(random, tile), np.tile(optimal, tile))
 
 
-def _nanmean(x, axis=None):
+def nanmean(x, axis=None):
+    """np.nanmean without the warning on all-nan slices (their mean is nan)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan slices are nan, as they should be
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(x, axis=axis)
 
 
@@ -326,8 +327,8 @@ def per_level(values: np.ndarray, single_level: bool) -> np.ndarray:
     """[L, S] -> [L]: the mean over seeds, or over every lifetime for copies of one level."""
     values = np.asarray(values, np.float64)
     if single_level:
-        return np.full(values.shape[0], _nanmean(values))
-    return _nanmean(values, axis=1)
+        return np.full(values.shape[0], nanmean(values))
+    return nanmean(values, axis=1)
 
 
 def lifetime_mean_returns(metrics: dict[str, np.ndarray]) -> np.ndarray:
@@ -354,7 +355,7 @@ def normalise(returns, random, optimal) -> np.ndarray:
 
 def level_scores(final: np.ndarray, refs: References) -> np.ndarray:
     """Normalised final returns [L, S] averaged over the seeds of each level -> [L] (nan: no score)."""
-    return _nanmean(normalise(final, refs.random[:, None], refs.optimal[:, None]), axis=1)
+    return nanmean(normalise(final, refs.random[:, None], refs.optimal[:, None]), axis=1)
 
 
 def iqm(x, axis: int = -1) -> np.ndarray:
@@ -411,13 +412,13 @@ def curve_band(curves: np.ndarray, num_resamples: int = 1000, level: float = 0.9
     """Learning curves [L, S, P] -> (mean, low, high) [P]: the mean over levels of per-level mean
     curves, with a percentile interval from resampling levels (so the band stays within the range
     of the observed returns)."""
-    per_level_curves = _nanmean(np.asarray(curves, np.float64), axis=1).T  # [P, L]
+    per_level_curves = nanmean(np.asarray(curves, np.float64), axis=1).T  # [P, L]
     idx = np.random.default_rng(seed).integers(0, per_level_curves.shape[1], (num_resamples, per_level_curves.shape[1]))
-    samples = _nanmean(per_level_curves[:, idx], axis=-1)  # [P, B]
+    samples = nanmean(per_level_curves[:, idx], axis=-1)  # [P, B]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanpercentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=1)
-    return _nanmean(per_level_curves, axis=1), low, high
+    return nanmean(per_level_curves, axis=1), low, high
 
 
 def solved_by_length(scores: np.ndarray, lengths: np.ndarray, threshold: float = SOLVED) -> dict[int, list[int]]:
@@ -567,7 +568,9 @@ class _Run(NamedTuple):
     metrics: dict
 
 
-def _run(lifetimes, levels, args, key, config: LifetimeConfig) -> _Run:
+def run_candidate(lifetimes, levels, args, key, config: LifetimeConfig) -> _Run:
+    """One learner setting (e.g. a rule at one learning rate) on `levels`: final returns, which
+    lifetimes stayed finite, and the metrics, from a `make_lifetimes(..., return_state=True)` program."""
     state, metrics = lifetimes(levels, args, key)
     finite = finite_lifetimes(state, metrics)
     metrics = jax.device_get(metrics)
@@ -580,7 +583,7 @@ def selection_key(run: _Run, refs: References | None) -> tuple[int, float]:
     exact, else the mean final return. A rate that loses lifetimes to non-finite values is chosen
     only over rates that lose more: the score alone averages over the finite lifetimes only, and
     would favour a rate whose surviving lifetimes did well."""
-    value = _nanmean(level_scores(run.final, refs)) if refs is not None else _nanmean(run.final)
+    value = nanmean(level_scores(run.final, refs)) if refs is not None else nanmean(run.final)
     return int(np.sum(run.finite)), float(value) if np.isfinite(value) else -np.inf
 
 
@@ -609,16 +612,16 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
         if len(candidates) == 1:
             return candidates[0], trials
         for lr in candidates:
-            trials[lr] = _run(lifetimes, ev.levels, make_args(lr), k_select, config)
-            say(f"{label} lr {lr:g} (selection): mean final return {_nanmean(trials[lr].final):.3f}")
+            trials[lr] = run_candidate(lifetimes, ev.levels, make_args(lr), k_select, config)
+            say(f"{label} lr {lr:g} (selection): mean final return {nanmean(trials[lr].final):.3f}")
         best = max(candidates, key=lambda lr: selection_key(trials[lr], refs))
         return best, trials
 
     a2c = a2c_lifetimes(ev, settings, config)
     a2c_lr, a2c_trials = select("A2C", a2c, a2c_rates.for_env(ev.tabular), lambda lr: jnp.float32(lr))
     runs, trials, chosen = {}, {"A2C": a2c_trials}, {"A2C": a2c_lr}
-    runs["A2C"] = _run(a2c, ev.levels, jnp.float32(a2c_lr), k_run, config)
-    say(f"A2C lr {a2c_lr:g}: mean final return {_nanmean(runs['A2C'].final):.3f}")
+    runs["A2C"] = run_candidate(a2c, ev.levels, jnp.float32(a2c_lr), k_run, config)
+    say(f"A2C lr {a2c_lr:g}: mean final return {nanmean(runs['A2C'].final):.3f}")
     if refs is None:  # 1 = the best A2C on the selection lifetimes (its reported ones if it had one rate)
         random_metrics = jax.device_get(random_lifetimes(ev, config)(ev.levels, (), k_random))
         refs = sampled_references(lifetime_mean_returns(random_metrics), a2c_trials.get(a2c_lr, runs["A2C"]).final,
@@ -627,8 +630,8 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
     if ppo_rates is not None:
         ppo = ppo_lifetimes(ev, settings, config)
         chosen["PPO"], trials["PPO"] = select("PPO", ppo, ppo_rates.for_env(ev.tabular), lambda lr: jnp.float32(lr))
-        runs["PPO"] = _run(ppo, ev.levels, jnp.float32(chosen["PPO"]), k_run, config)
-        say(f"PPO lr {chosen['PPO']:g}: mean final return {_nanmean(runs['PPO'].final):.3f}")
+        runs["PPO"] = run_candidate(ppo, ev.levels, jnp.float32(chosen["PPO"]), k_run, config)
+        say(f"PPO lr {chosen['PPO']:g}: mean final return {nanmean(runs['PPO'].final):.3f}")
     compiled = {}
     for rule in rules:
         if rule.config not in compiled:
@@ -637,8 +640,8 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
         make_args = lambda lr, rule=rule: (rule.params, settings.hypers(lr, config.num_updates))  # noqa: E731
         chosen[rule.label], trials[rule.label] = select(rule.label, lpg, rule.learning_rates.for_env(ev.tabular),
                                                         make_args)
-        runs[rule.label] = _run(lpg, ev.levels, make_args(chosen[rule.label]), k_run, config)
-        say(f"{rule.label} lr {chosen[rule.label]:g}: mean final return {_nanmean(runs[rule.label].final):.3f}")
+        runs[rule.label] = run_candidate(lpg, ev.levels, make_args(chosen[rule.label]), k_run, config)
+        say(f"{rule.label} lr {chosen[rule.label]:g}: mean final return {nanmean(runs[rule.label].final):.3f}")
 
     lengths = ev.chain_lengths
     learners = {}
@@ -649,12 +652,12 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
         ci = stratified_bootstrap([scores], np.mean, num_resamples)
         learners[label] = {
             "learning_rate": chosen[label],
-            "selection": {f"{lr:g}": {"mean_final": json_number(_nanmean(t.final)),
-                                      "mean_score": json_number(_nanmean(level_scores(t.final, refs))),
+            "selection": {f"{lr:g}": {"mean_final": json_number(nanmean(t.final)),
+                                      "mean_score": json_number(nanmean(level_scores(t.final, refs))),
                                       "non_finite_lifetimes": int((~t.finite).sum())}
                           for lr, t in trials[label].items()},
             "final": json_numbers(run.final),  # [levels][seeds]
-            "final_mean": json_number(_nanmean(run.final)),
+            "final_mean": json_number(nanmean(run.final)),
             "level_scores": json_numbers(scores),
             "score_mean": None if ci is None else ci[0],
             "score_ci95": None if ci is None else [ci[1], ci[2]],
@@ -717,7 +720,7 @@ def pooled_scores(env_result: dict, labels: Sequence[str], num_resamples: int = 
     ratio of the per-level mean over rules to A2C's score. Returns (scores, ratio)."""
     scores = np.array([env_result["learners"][label]["level_scores"] for label in labels], np.float64)  # [M, L]
     ci = stratified_bootstrap([scores], np.mean, num_resamples)
-    per_level_mean = _nanmean(scores, axis=0)
+    per_level_mean = nanmean(scores, axis=0)
     a2c = np.array(env_result["learners"]["A2C"]["level_scores"], np.float64)
     ratio = bootstrap_ratio(per_level_mean, a2c, num_resamples)
     entry = {"learners": list(labels), "level_scores": json_numbers(per_level_mean),

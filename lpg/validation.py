@@ -94,9 +94,9 @@ class Validator:
         lifetimes whose agent or returns went non-finite, "envs": {name: score}} (JSON-ready)."""
         per_env, non_finite = {}, 0
         for ev, refs, hypers, lifetimes, key in self._envs:
-            run = ev_lib._run(lifetimes, ev.levels, (rule_params, hypers), key, self.config.lifetime)
+            run = ev_lib.run_candidate(lifetimes, ev.levels, (rule_params, hypers), key, self.config.lifetime)
             non_finite += int((~run.finite).sum())
-            value = ev_lib._nanmean(ev_lib.level_scores(run.final, refs))
+            value = ev_lib.nanmean(ev_lib.level_scores(run.final, refs))
             per_env[ev.name] = float(value) if np.isfinite(value) else None
         values = [v for v in per_env.values() if v is not None]
         return {"score": float(np.mean(values)) if len(values) == len(per_env) else None,
