@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from experiments.cli import Parser, apply_overrides, entry_point, fail, settable_fields
+from experiments.evaluate import middle_choice
 from lpg.agents import AUX_INITS
 from lpg.update_rule import PI_HAT_BASELINES, load_rule, save_rule
 from lpg.validation import ValidationConfig, Validator, ranking_key
@@ -51,10 +52,6 @@ def snapshots(run_dir: Path, every: int, start: int) -> dict[int, Path]:
             if step >= start and step % every == 0:
                 found[step] = path
     return found
-
-
-def middle(values, fallback: float) -> float:
-    return float(sorted(values)[len(values) // 2]) if values else fallback
 
 
 def parse_args(argv=None):
@@ -92,10 +89,10 @@ def settings_record(args, run_config: dict) -> dict:
     return json.loads(json.dumps({  # as scores.jsonl holds it (tuples as lists), to compare with its rows
         "validation": dataclasses.asdict(args.validation),
         "use": {k: v for k, v in (("y_init", args.y_init), ("pi_hat_baseline", args.pi_hat_baseline)) if v},
-        "table_lr": middle(hypers.get("learning_rates"), 40.0),
-        "network_lr": middle(hypers.get("network_learning_rates"), 1e-2),
-        "discount": middle(hypers.get("discounts"), 0.995),
-        "alpha_y": middle(hypers.get("alpha_ys"), 0.5),
+        "table_lr": middle_choice(hypers.get("learning_rates"), 40.0),
+        "network_lr": middle_choice(hypers.get("network_learning_rates"), 1e-2),
+        "discount": middle_choice(hypers.get("discounts"), 0.995),
+        "alpha_y": middle_choice(hypers.get("alpha_ys"), 0.5),
     }))
 
 
@@ -134,7 +131,7 @@ def write_outputs(run_dir: Path, scores: dict[int, dict], settings: dict) -> int
     return best
 
 
-class _Run:
+class _Selection:
     """One run directory's selection state."""
 
     def __init__(self, run_dir: Path, args):
@@ -149,7 +146,7 @@ class _Run:
 def main(argv=None) -> dict[str, dict]:
     """Returns {run dir: the chosen snapshot's score row}."""
     args = parse_args(argv)
-    runs = [_Run(d, args) for d in args.run_dirs]
+    runs = [_Selection(d, args) for d in args.run_dirs]
     validators = {}  # one compile per (rule config, settings)
     while True:
         pending = False
