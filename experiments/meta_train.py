@@ -34,7 +34,7 @@ import numpy as np
 
 from experiments.cli import (Parser, add_common_args, add_device_args, apply_overrides, entry_point, fail,
                              pick_preset, start_devices)
-from experiments.presets import META_PRESETS
+from experiments.presets import META_PRESETS, SELECT_ARGS
 from lpg import budget, sharding
 from lpg.meta import MetaConfig, make_meta_trainer, sources_for
 from lpg.runs import RunDir, host_loop
@@ -335,7 +335,8 @@ def main(argv=None):
     print(f"rule saved to {Path(run_dir) / 'rule.msgpack'}; progress plot {Path(run_dir) / 'progress.png'}.\n"
           f"Next: python -m experiments.evaluate --rule {Path(run_dir) / 'rule.msgpack'}   "
           f"(the held-out suite against A2C; writes {Path(run_dir) / 'eval'}),\n"
-          f"  or first choose among the snapshots: python -m experiments.select_rule {run_dir}   "
+          f"  or first choose among the snapshots: python -m experiments.select_rule {run_dir}"
+          f"{(' ' + SELECT_ARGS[args.preset]) if args.preset in SELECT_ARGS else ''}   "
           f"(writes {Path(run_dir) / 'rule_selected'})", file=sys.stderr)
 
 

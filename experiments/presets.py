@@ -108,6 +108,10 @@ META_PRESETS["cpu100"] = MetaConfig(
 META_PRESETS["cpu"] = dataclasses.replace(
     META_PRESETS["cpu100"], lifetime_updates=200,
     envs=("generated", "chain_short", "generated_vector", "generated_sparse_long_vector"))
+# How to choose a preset's rule among its snapshots (`experiments.select_rule` arguments after the
+# run directory): meta_train's closing message prints it, so the recipe that made the committed
+# rules is the one a user is told to run. Presets not listed: select_rule's defaults.
+SELECT_ARGS = {"cpu": "--every 100 --y-init zeros --pi-hat-baseline adam_step_mean"}
 # The `cpu` preset of sessions 4-10, without the gate: the rules in results/lpg/rules/ and the comparison,
 # ES and MinAtar results that use them were meta-trained with it (`--preset cpu` in their commands).
 META_PRESETS["cpu_nogate"] = dataclasses.replace(

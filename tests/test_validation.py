@@ -62,3 +62,14 @@ def test_selection_picks_the_snapshot_that_solves_the_validation_chains(tmp_path
     select_rule.main(argv)  # same settings: nothing is scored again
     assert "step 100: score" not in capsys.readouterr().err
     assert len((run / "selection" / "scores.jsonl").read_text().splitlines()) == 2
+
+
+def test_preset_selection_recipes_parse(tmp_path):
+    """meta_train tells users to run `select_rule RUN <SELECT_ARGS[preset]>`: each recipe must name a
+    meta-training preset and be accepted by select_rule as written."""
+    from experiments.presets import META_PRESETS, SELECT_ARGS
+    (tmp_path / "config.json").write_text("{}")
+    for preset, recipe in SELECT_ARGS.items():
+        assert preset in META_PRESETS, preset
+        args = select_rule.parse_args([str(tmp_path), *recipe.split()])
+        assert args.every > 0 and args.y_init in (None, "lecun", "zeros")
