@@ -4,7 +4,8 @@ Trains fresh agents on Catch-bsuite exactly as the suite does (200 updates x 32 
 Adam; LPG at the rate the suite chose, A2C at its chosen rate, both `experiments.evaluate`'s
 settings), then rolls out each final policy twice through the engine, 256 envs x 200 steps:
 sampling from it (as the suite scores it) and acting greedily (argmax of the logits). Also the
-policy's mean entropy (nats) on the states the sampled rollout visits.
+policy's mean entropy (nats) on the states the sampled rollout visits, and the probability it gives
+the one move that keeps the ball catchable in the states where only one does (`tight_states`).
 
     python results/lpg/selected/catch/plateau.py RULE... [--seeds 4]
 """
@@ -40,13 +41,31 @@ def final_policy(ev, learner, seeds: int, key):
     return jax.jit(jax.vmap(one))(jax.random.split(key, seeds))
 
 
+def tight_states(obs, probs):
+    """Catch's states where one move only keeps the ball catchable: the paddle (bottom row) is as
+    many columns from the ball as the ball has rows left to fall (> 0). Returns the mean
+    probability the policy gives that move there, and the share of visited states that are tight."""
+    rows = obs.shape[-2]
+    ball = obs[..., : rows - 1, :]  # the ball is never in the paddle's row when observed
+    ball_y = jnp.argmax(ball.sum(-1), -1)
+    ball_x = jnp.argmax(ball.sum(-2), -1)
+    paddle_x = jnp.argmax(obs[..., rows - 1, :], -1)
+    gap = ball_x - paddle_x
+    tight = (jnp.abs(gap) == rows - 1 - ball_y) & (gap != 0)
+    needed = jnp.where(gap > 0, 2, 0)  # actions: 0 left, 1 stay, 2 right (gymnax's dx = action - 1)
+    p = jnp.take_along_axis(probs, needed[..., None], -1)[..., 0]
+    return jnp.sum(p * tight) / jnp.maximum(tight.sum(), 1), jnp.mean(tight)
+
+
 def judge(ev, network, params, key):
-    """(sampled return, greedy return, mean entropy) per seed, from the final params [seeds, ...]."""
+    """(sampled return, greedy return, mean entropy, P(the saving move) in tight states, their
+    share of visited states) per seed, from the final params [seeds, ...]."""
     def act(greedy):
         def policy_fn(p, carry, timestep, k):
             logits = network.apply(p, timestep.obs)[0]
             a = jnp.argmax(logits) if greedy else distrax.Categorical(logits=logits).sample(seed=k)
-            return a, {"entropy": distrax.Categorical(logits=logits).entropy()}, carry
+            return a, {"entropy": distrax.Categorical(logits=logits).entropy(),
+                       "probs": jax.nn.softmax(logits)}, carry
         return policy_fn
 
     def one(p, k):
@@ -59,7 +78,8 @@ def judge(ev, network, params, key):
             out.append(stats["episode_return"])
             if not greedy:
                 entropy = jnp.mean(traj.policy_out["entropy"])
-        return out[0], out[1], entropy
+                p_save, share = tight_states(traj.obs, traj.policy_out["probs"])
+        return out[0], out[1], entropy, p_save, share
 
     return jax.device_get(jax.jit(jax.vmap(one))(params, jax.random.split(key, jax.tree.leaves(params)[0].shape[0])))
 
@@ -75,8 +95,9 @@ def main():
     key = jax.random.PRNGKey(2026)
     print(f"Catch-bsuite: {UPDATES} updates x {ENVS} envs x {T} steps, {args.seeds} seeds; final policy rolled out "
           f"{EVAL_ENVS} envs x {EVAL_STEPS} steps")
-    print("| learner | training return, last 10% | sampled return | greedy return | entropy (nats) |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| learner | training return, last 10% | sampled return | greedy return | entropy (nats) | "
+          "P(saving move) in tight states (their share of states) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     a2c = dataclasses.replace(a2c_config(False), num_envs=ENVS, rollout_len=T)
     learners = [(f"A2C (Adam {args.a2c_lr})", make_a2c(ev.env, ev.level(0), a2c, learning_rate=args.a2c_lr), None)]
     settings = AgentSettings(agent="auto", optimizer="adam", lpg_discount=0.995, lpg_alpha_y=0.5, a2c=a2c)
@@ -92,9 +113,10 @@ def main():
         tail = slice(-UPDATES // 10, None)
         r, n = np.asarray(metrics["episode_return"])[:, tail], np.asarray(metrics["episodes"])[:, tail]
         training = float((r * n).sum() / n.sum())
-        sampled, greedy, entropy = judge(ev, network, policy_params, jax.random.PRNGKey(7))
+        sampled, greedy, entropy, p_save, share = judge(ev, network, policy_params, jax.random.PRNGKey(7))
         print(f"| {name} | {training:.4f} | {np.mean(sampled):.3f} ({', '.join(f'{x:.3f}' for x in sampled)}) | "
-              f"{np.mean(greedy):.3f} ({', '.join(f'{x:.3f}' for x in greedy)}) | {np.mean(entropy):.3f} |", flush=True)
+              f"{np.mean(greedy):.3f} ({', '.join(f'{x:.3f}' for x in greedy)}) | {np.mean(entropy):.3f} | "
+              f"{np.mean(p_save):.4f} ({np.mean(share):.3f}) |", flush=True)
 
 
 if __name__ == "__main__":
