@@ -5,7 +5,8 @@ Adam; LPG at the rate the suite chose, A2C at its chosen rate, both `experiments
 settings), then rolls out each final policy twice through the engine, 256 envs x 200 steps:
 sampling from it (as the suite scores it) and acting greedily (argmax of the logits). Also the
 policy's mean entropy (nats) on the states the sampled rollout visits, and the probability it gives
-the one move that keeps the ball catchable in the states where only one does (`tight_states`).
+the one move that keeps the ball catchable in the states where only one does (`tight_states`);
+then what multiplies ∇log π(a|s) in each learner's update there and elsewhere (`push_stats`).
 
     python results/lpg/selected/catch/plateau.py RULE... [--seeds 4]
 """
@@ -21,7 +22,7 @@ import numpy as np
 from experiments.evaluate import a2c_config
 from lpg import agents
 from lpg import rollout as engine
-from lpg.a2c import make_a2c
+from lpg.a2c import lambda_returns, make_a2c
 from lpg.evaluate import AgentSettings, eval_env
 from lpg.inner import make_lpg_agent, make_lpg_learner
 from lpg.learner import make_train
@@ -41,20 +42,17 @@ def final_policy(ev, learner, seeds: int, key):
     return jax.jit(jax.vmap(one))(jax.random.split(key, seeds))
 
 
-def tight_states(obs, probs):
+def tight_states(obs):
     """Catch's states where one move only keeps the ball catchable: the paddle (bottom row) is as
-    many columns from the ball as the ball has rows left to fall (> 0). Returns the mean
-    probability the policy gives that move there, and the share of visited states that are tight."""
+    many columns from the ball as the ball has rows left to fall (> 0). Returns the mask and that
+    move (actions: 0 left, 1 stay, 2 right; gymnax's dx = action - 1)."""
     rows = obs.shape[-2]
     ball = obs[..., : rows - 1, :]  # the ball is never in the paddle's row when observed
     ball_y = jnp.argmax(ball.sum(-1), -1)
     ball_x = jnp.argmax(ball.sum(-2), -1)
     paddle_x = jnp.argmax(obs[..., rows - 1, :], -1)
     gap = ball_x - paddle_x
-    tight = (jnp.abs(gap) == rows - 1 - ball_y) & (gap != 0)
-    needed = jnp.where(gap > 0, 2, 0)  # actions: 0 left, 1 stay, 2 right (gymnax's dx = action - 1)
-    p = jnp.take_along_axis(probs, needed[..., None], -1)[..., 0]
-    return jnp.sum(p * tight) / jnp.maximum(tight.sum(), 1), jnp.mean(tight)
+    return (jnp.abs(gap) == rows - 1 - ball_y) & (gap != 0), jnp.where(gap > 0, 2, 0)
 
 
 def judge(ev, network, params, key):
@@ -78,10 +76,53 @@ def judge(ev, network, params, key):
             out.append(stats["episode_return"])
             if not greedy:
                 entropy = jnp.mean(traj.policy_out["entropy"])
-                p_save, share = tight_states(traj.obs, traj.policy_out["probs"])
+                tight, needed = tight_states(traj.obs)
+                p_move = jnp.take_along_axis(traj.policy_out["probs"], needed[..., None], -1)[..., 0]
+                p_save, share = jnp.sum(p_move * tight) / jnp.maximum(tight.sum(), 1), jnp.mean(tight)
         return out[0], out[1], entropy, p_save, share
 
     return jax.device_get(jax.jit(jax.vmap(one))(params, jax.random.split(key, jax.tree.leaves(params)[0].shape[0])))
+
+
+def lpg_push(agent, rule_params, hypers):
+    """`(params, traj [T, B]) -> [T, B]`: what multiplies ∇log π(a|s) in an LPG agent's update (π̂
+    as the agent uses it, `LPGAgent.pi_hat_used`)."""
+    def push(params, traj):
+        inputs = jax.vmap(agent.rule_inputs, in_axes=(None, 1, None, None))(params, traj, hypers, jnp.asarray(UPDATES))
+        pi_hat, _ = jax.vmap(lambda x: agent.rule.apply(rule_params, x))(inputs)
+        return agent.pi_hat_used(pi_hat).T
+    return push
+
+
+def a2c_push(network, config):
+    """`(params, traj [T, B]) -> [T, B]`: A2C's advantages (its loss's λ-returns less v)."""
+    def stream(params, traj):
+        _, v_t = jax.vmap(lambda o: network.apply(params, o))(traj.obs)
+        _, v_tp1 = jax.vmap(lambda o: network.apply(params, o))(traj.next_obs)
+        return lambda_returns(traj, v_tp1[:, 0], config.discount, config.gae_lambda) - v_t[:, 0]
+    return jax.vmap(stream, in_axes=(None, 1), out_axes=1)
+
+
+def push_stats(ev, learner, push, params, key, rollouts: int = 100):
+    """From each final policy (frozen), `rollouts` training-shaped rollouts (ENVS x T, continuing):
+    the mean push on the saving move taken in tight states, on a wrong move taken there (and how
+    many), and the push's standard deviation over every other state. Per seed."""
+    def one(p, k):
+        state = engine.reset(ev.env, ev.level(0), k, ENVS, ())
+
+        def body(state, k):
+            state, traj = engine.rollout(ev.env, ev.level(0), learner.policy_fn, p, state, k, T, ())
+            return state, (push(p, traj), traj.obs, traj.action)
+
+        _, (w, obs, action) = jax.lax.scan(body, state, jax.random.split(k, rollouts))
+        tight, needed = tight_states(obs)
+        save, wrong, other = tight & (action == needed), tight & (action != needed), ~tight
+        mean = lambda mask: jnp.sum(w * mask) / jnp.maximum(mask.sum(), 1)  # noqa: E731
+        sd_other = jnp.sqrt(jnp.sum((w - mean(other)) ** 2 * other) / jnp.maximum(other.sum(), 1))
+        return mean(save), mean(wrong), wrong.sum(), sd_other
+
+    keys = jax.random.split(key, jax.tree.leaves(params)[0].shape[0])
+    return jax.device_get(jax.jit(jax.vmap(one))(params, keys))
 
 
 def main():
@@ -99,17 +140,21 @@ def main():
           "P(saving move) in tight states (their share of states) |")
     print("| --- | --- | --- | --- | --- | --- |")
     a2c = dataclasses.replace(a2c_config(False), num_envs=ENVS, rollout_len=T)
-    learners = [(f"A2C (Adam {args.a2c_lr})", make_a2c(ev.env, ev.level(0), a2c, learning_rate=args.a2c_lr), None)]
+    a2c_network = agents.make_agent(ev.env, ev.level(0), aux_size=1, kind="auto", hidden=a2c.hidden)
+    learners = [(f"A2C (Adam {args.a2c_lr})", make_a2c(ev.env, ev.level(0), a2c, learning_rate=args.a2c_lr),
+                 a2c_network, a2c_push(a2c_network, a2c))]
     settings = AgentSettings(agent="auto", optimizer="adam", lpg_discount=0.995, lpg_alpha_y=0.5, a2c=a2c)
     for path in args.rules:
         params, config = load_rule(path)
         agent = make_lpg_agent(ev.env, ev.level(0), config, optimizer="adam")
         hypers = settings.hypers(args.lpg_lr, UPDATES)
-        learners.append((f"LPG {path} (Adam {args.lpg_lr})", make_lpg_learner(agent, params, hypers), agent.network))
-    for name, learner, network in learners:
+        learners.append((f"LPG {path} (Adam {args.lpg_lr})", make_lpg_learner(agent, params, hypers), agent.network,
+                         lpg_push(agent, params, hypers)))
+    pushes = []
+    for name, learner, network, push in learners:
         policy_params, metrics = final_policy(ev, learner, args.seeds, key)
-        if network is None:  # A2C: its network is the actor-critic one
-            network = agents.make_agent(ev.env, ev.level(0), aux_size=1, kind="auto", hidden=a2c.hidden)
+        save, wrong, n_wrong, sd = push_stats(ev, learner, push, policy_params, jax.random.PRNGKey(11))
+        pushes.append((name, save, wrong, n_wrong, sd))
         tail = slice(-UPDATES // 10, None)
         r, n = np.asarray(metrics["episode_return"])[:, tail], np.asarray(metrics["episodes"])[:, tail]
         training = float((r * n).sum() / n.sum())
@@ -117,6 +162,15 @@ def main():
         print(f"| {name} | {training:.4f} | {np.mean(sampled):.3f} ({', '.join(f'{x:.3f}' for x in sampled)}) | "
               f"{np.mean(greedy):.3f} ({', '.join(f'{x:.3f}' for x in greedy)}) | {np.mean(entropy):.3f} | "
               f"{np.mean(p_save):.4f} ({np.mean(share):.3f}) |", flush=True)
+    print(f"\nWhat multiplies ∇log π(a|s) in each learner's update (LPG: π̂ as used; A2C: its advantage), from each "
+          f"final policy, frozen, over 100 rollouts of {ENVS} envs x {T} steps; mean over seeds (wrong moves: pooled)")
+    print("| learner | saving move in a tight state | wrong move in a tight state (count) | sd over the other states | "
+          "wrong / sd |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, save, wrong, n_wrong, sd in pushes:
+        pooled_wrong = float(np.sum(wrong * n_wrong) / max(np.sum(n_wrong), 1))
+        print(f"| {name} | {np.mean(save):+.4f} | {pooled_wrong:+.4f} ({int(np.sum(n_wrong))}) | {np.mean(sd):.4f} | "
+              f"{pooled_wrong / np.mean(sd):+.1f} |")
 
 
 if __name__ == "__main__":
