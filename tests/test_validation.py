@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import select_rule
+from experiments.presets import META_PRESETS, SELECT_ARGS
 from lpg.update_rule import init_rule, load_rule, save_rule
 from lpg.validation import ValidationConfig, Validator
 
@@ -67,7 +68,6 @@ def test_selection_picks_the_snapshot_that_solves_the_validation_chains(tmp_path
 def test_preset_selection_recipes_parse(tmp_path):
     """meta_train tells users to run `select_rule RUN <SELECT_ARGS[preset]>`: each recipe must name a
     meta-training preset and be accepted by select_rule as written."""
-    from experiments.presets import META_PRESETS, SELECT_ARGS
     (tmp_path / "config.json").write_text("{}")
     for preset, recipe in SELECT_ARGS.items():
         assert preset in META_PRESETS, preset
