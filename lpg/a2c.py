@@ -82,13 +82,17 @@ def normalise_advantages(adv: chex.Array) -> chex.Array:
     return (adv - adv.mean()) / (adv.std() + 1e-8)
 
 
-def a2c_loss(apply_fn, params, traj: Trajectory, config: A2CConfig):
-    """A2C loss of one stream: traj leaves are [T, ...]."""
+def advantages(apply_fn, params, traj: Trajectory, config: A2CConfig):
+    """One stream's (logits [T, A], v_t [T], A_t = G_t - v_t [T]) under `params`; traj leaves [T, ...]."""
     logits, v_t = jax.vmap(lambda o: apply_fn(params, o))(traj.obs)
     _, v_tp1 = jax.vmap(lambda o: apply_fn(params, o))(traj.next_obs)
     v_t, v_tp1 = v_t[:, 0], v_tp1[:, 0]
-    g_t = lambda_returns(traj, v_tp1, config.discount, config.gae_lambda)
-    adv_t = g_t - v_t
+    return logits, v_t, lambda_returns(traj, v_tp1, config.discount, config.gae_lambda) - v_t
+
+
+def a2c_loss(apply_fn, params, traj: Trajectory, config: A2CConfig):
+    """A2C loss of one stream: traj leaves are [T, ...]."""
+    logits, v_t, adv_t = advantages(apply_fn, params, traj, config)
     weights = jnp.ones_like(v_t)
     pg_loss = rlax.policy_gradient_loss(logits, traj.action, adv_t, weights)
     entropy = distrax.Categorical(logits=logits).entropy().mean()

@@ -22,7 +22,7 @@ import numpy as np
 from experiments.evaluate import a2c_config
 from lpg import agents
 from lpg import rollout as engine
-from lpg.a2c import lambda_returns, make_a2c
+from lpg.a2c import advantages, make_a2c
 from lpg.evaluate import AgentSettings, eval_env
 from lpg.inner import make_lpg_agent, make_lpg_learner
 from lpg.learner import make_train
@@ -95,12 +95,9 @@ def lpg_push(agent, rule_params, hypers):
 
 
 def a2c_push(network, config):
-    """`(params, traj [T, B]) -> [T, B]`: A2C's advantages (its loss's λ-returns less v)."""
-    def stream(params, traj):
-        _, v_t = jax.vmap(lambda o: network.apply(params, o))(traj.obs)
-        _, v_tp1 = jax.vmap(lambda o: network.apply(params, o))(traj.next_obs)
-        return lambda_returns(traj, v_tp1[:, 0], config.discount, config.gae_lambda) - v_t[:, 0]
-    return jax.vmap(stream, in_axes=(None, 1), out_axes=1)
+    """`(params, traj [T, B]) -> [T, B]`: A2C's advantages, as its loss computes them."""
+    return jax.vmap(lambda params, traj: advantages(network.apply, params, traj, config)[2], in_axes=(None, 1),
+                    out_axes=1)
 
 
 def push_stats(ev, learner, push, params, key, rollouts: int = 100):
