@@ -67,9 +67,16 @@ def test_selection_picks_the_snapshot_that_solves_the_validation_chains(tmp_path
 
 def test_preset_selection_recipes_parse(tmp_path):
     """meta_train tells users to run `select_rule RUN <SELECT_ARGS[preset]>`: each recipe must name a
-    meta-training preset and be accepted by select_rule as written."""
+    meta-training preset and be accepted by select_rule as written; `cpu`'s must reproduce the
+    settings recorded with the committed rules it made (results/lpg/selected/rules/)."""
     (tmp_path / "config.json").write_text("{}")
     for preset, recipe in SELECT_ARGS.items():
         assert preset in META_PRESETS, preset
-        args = select_rule.parse_args([str(tmp_path), *recipe.split()])
-        assert args.every > 0 and args.y_init in (None, "lecun", "zeros")
+        select_rule.parse_args([str(tmp_path), *recipe.split()])
+    committed = ROOT / "results" / "lpg" / "selected" / "rules"
+    args = select_rule.parse_args([str(tmp_path), *SELECT_ARGS["cpu"].split()])
+    for seed in ("seed0", "seed3"):
+        selection = json.loads((committed / seed / "selection.json").read_text())
+        run_config = json.loads((committed / seed / "config.json").read_text())
+        assert select_rule.settings_record(args, run_config) == selection["settings"], seed
+        assert selection["step"] % args.every == 0
