@@ -119,6 +119,11 @@ class MetaConfig:
     meta_optimizer: str = "adam"
     meta_lr: float = 1e-4
     meta_max_grad_norm: float = 0.5
+    # β0, the bonus on the agent's policy entropy (per lifetime from hypers.entropy_costs), falls
+    # linearly over the lifetime to (1 - entropy_anneal) of itself at its end: β0 (1 - a n/N), n the
+    # agent updates done at the scoring rollout. 0: constant (the paper's). 1: exploration is worth
+    # nothing at the end of a lifetime, so the rule may let the policy sharpen as the lifetime ends.
+    entropy_anneal: float = 0.0
     beta1: float = 1e-3  # H(y)
     beta2: float = 1e-3  # π̂²
     beta3: float = 1e-3  # ‖ŷ‖²
@@ -164,6 +169,7 @@ class MetaConfig:
             (min(self.meta_lr, self.critic_lr, self.critic_table_lr) > 0, "meta_lr, critic_lr and critic_table_lr must be > 0"),
             (self.meta_max_grad_norm > 0, "meta_max_grad_norm must be > 0"),
             (min(self.beta1, self.beta2, self.beta3) >= 0, "beta1, beta2 and beta3 must be >= 0"),
+            (0.0 <= self.entropy_anneal <= 1.0, "entropy_anneal must be in [0, 1] (0: a constant entropy bonus)"),
             (0.0 <= self.critic_lambda <= 1.0, "critic_lambda must be in [0, 1]"),
             (self.num_meta_steps >= 1 and self.steps_per_chunk >= 1, "num_meta_steps and steps_per_chunk must be >= 1"),
             (self.num_meta_steps % self.steps_per_chunk == 0, "num_meta_steps must be a multiple of steps_per_chunk"),
@@ -285,6 +291,12 @@ def train_critic(group: Group, config: MetaConfig, critic: AgentState, traj: Tra
     return AgentState(optax.apply_updates(critic.params, updates), opt_state), value
 
 
+def entropy_bonus(config: MetaConfig, hypers: Hypers, updates_done: chex.Array) -> chex.Array:
+    """β0 of the meta-objective after `updates_done` of the lifetime's N agent updates."""
+    progress = jnp.clip(updates_done / hypers.lifetime_updates, 0.0, 1.0)
+    return hypers.entropy_cost * (1.0 - config.entropy_anneal * progress)
+
+
 def lifetime_window(group: Group, config: MetaConfig, rule_params, lifetime: Lifetime):
     """K inner updates then the meta-loss of one lifetime. Returns (loss, (lifetime', metrics)).
 
@@ -337,7 +349,8 @@ def lifetime_window(group: Group, config: MetaConfig, rule_params, lifetime: Lif
         return pg, jnp.mean(_entropy(logits)), ent_y, jnp.mean(jnp.abs(adv_t))
 
     pg, ent_pi, ent_y, adv_abs = jax.tree.map(jnp.mean, jax.vmap(stream_loss, in_axes=1)(traj))
-    loss = pg - h.entropy_cost * ent_pi - config.beta1 * ent_y + jnp.mean(regs)
+    beta0 = entropy_bonus(config, h, lifetime.updates + config.inner_updates)
+    loss = pg - beta0 * ent_pi - config.beta1 * ent_y + jnp.mean(regs)
     critic, c_loss = train_critic(group, config, critic, traj, h.discount)
 
     stats = engine.completed_episode_stats(traj)

@@ -30,6 +30,7 @@ def _one_line_error(capsys, main, argv) -> str:
     (["--set", "rule.hiden=3"], "RuleConfig has no field 'hiden'"),
     (["--set", "envs=tabular_dense,nowhere"], "unknown level source 'nowhere'"),
     (["--set", "noequals"], "--set takes key=value"),
+    (["--set", "entropy_anneal=2"], "entropy_anneal must be in [0, 1]"),
 ])
 def test_bad_settings_end_as_one_line_naming_the_field(capsys, argv, expected):
     err = _one_line_error(capsys, meta_train.main, ["--preset", "tiny", *argv])

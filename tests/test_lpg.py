@@ -276,6 +276,27 @@ def test_meta_critic_tracks_the_exact_value_of_the_current_policy(level):
     assert error < (0.05 if level == "chain_40" else 0.2) * scale, (error, scale)
 
 
+@pytest.mark.parametrize("anneal", [0.0, 0.5, 1.0])
+def test_entropy_bonus_falls_linearly_over_the_lifetime(anneal):
+    """meta-loss = pg − β0 (1 − a n/N) H(π) with the regularisers off, n the updates done at the scoring
+    rollout: the paper's constant bonus at a = 0, none at the end of a lifetime at a = 1."""
+    source = Source("chain_short", *level_sampler("chain_short"))
+    config = MetaConfig(envs=("chain_short",), num_envs=8, rollout_len=10, inner_updates=2, lifetime_updates=50,
+                        rule=RuleConfig(hidden=8, y_size=4), beta1=0.0, beta2=0.0, beta3=0.0, entropy_anneal=anneal,
+                        hypers=HyperChoices(discounts=(0.99,), learning_rates=(40.0,), alpha_ys=(0.5,),
+                                            entropy_costs=(0.02,)))
+    group = make_group(source, config)
+    lifetime = init_lifetime(group, config, jax.random.PRNGKey(0))
+    rule_params = init_rule(config.rule, jax.random.PRNGKey(1))
+    window = jax.jit(lambda lt: lifetime_window(group, config, rule_params, lt)[1][1])
+    for done in (0, 23, 48):  # the scoring rollout comes after 2, 25 and 50 of the 50 updates
+        m = window(lifetime.replace(updates=jnp.asarray(done, lifetime.updates.dtype)))
+        beta0 = 0.02 * (1.0 - anneal * (done + 2) / 50)
+        assert float(m["entropy"]) > 0.5  # a fresh policy: the bonus is not multiplied by ~0
+        np.testing.assert_allclose(float(m["meta_loss"]), float(m["pg_loss"] - beta0 * m["entropy"]),
+                                   rtol=1e-5, atol=1e-7)
+
+
 def test_y_table_takes_the_implicit_step_and_stays_in_the_targets_range():
     # One state holding the whole batch, lr 80, α_y 1: explicit SGD would move y by 160·(ŷ − y).
     grads = 2.0 * 1.0 * 1.0 * (jnp.zeros((2, 3)) - jnp.ones((2, 3)))  # d/dy of α_y·mean‖y − ŷ‖², y=0, ŷ=1
