@@ -197,6 +197,12 @@ def test_meta_gradient_is_finite_nonzero_and_matches_finite_differences():
         np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
 
 
+def _fresh_lifetime(source: Source, config: MetaConfig):
+    """(group, a fresh lifetime, a fresh rule) for one source."""
+    group = make_group(source, config)
+    return group, init_lifetime(group, config, jax.random.PRNGKey(0)), init_rule(config.rule, jax.random.PRNGKey(1))
+
+
 @pytest.fixture(scope="module")
 def probe_trainer():
     """One probe-bandit meta-trainer and its jitted meta-step, shared by the tests below."""
@@ -258,9 +264,7 @@ def test_meta_critic_tracks_the_exact_value_of_the_current_policy(level):
                         rule=RuleConfig(hidden=16, y_size=4),
                         hypers=HyperChoices(discounts=(0.99,), learning_rates=(40.0,), alpha_ys=(0.5,),
                                             entropy_costs=(0.01,)))
-    group = make_group(source, config)
-    lifetime = init_lifetime(group, config, jax.random.PRNGKey(0))
-    rule_params = init_rule(config.rule, jax.random.PRNGKey(1))
+    group, lifetime, rule_params = _fresh_lifetime(source, config)
     window = jax.jit(lambda lt: lifetime_window(group, config, rule_params, lt)[1][0])
     for _ in range(25):
         lifetime = window(lifetime)
@@ -285,9 +289,7 @@ def test_entropy_bonus_falls_linearly_over_the_lifetime(anneal):
                         rule=RuleConfig(hidden=8, y_size=4), beta1=0.0, beta2=0.0, beta3=0.0, entropy_anneal=anneal,
                         hypers=HyperChoices(discounts=(0.99,), learning_rates=(40.0,), alpha_ys=(0.5,),
                                             entropy_costs=(0.02,)))
-    group = make_group(source, config)
-    lifetime = init_lifetime(group, config, jax.random.PRNGKey(0))
-    rule_params = init_rule(config.rule, jax.random.PRNGKey(1))
+    group, lifetime, rule_params = _fresh_lifetime(source, config)
     window = jax.jit(lambda lt: lifetime_window(group, config, rule_params, lt)[1][1])
     for done in (0, 23, 48):  # the scoring rollout comes after 2, 25 and 50 of the 50 updates
         m = window(lifetime.replace(updates=jnp.asarray(done, lifetime.updates.dtype)))
