@@ -20,7 +20,6 @@ import argparse
 import json
 
 import jax
-import jax.numpy as jnp
 
 import envs
 from benchmarks.timing import best_interleaved, compile_timed, machine, progress
