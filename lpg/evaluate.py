@@ -369,26 +369,44 @@ def _finite_columns(x: np.ndarray) -> np.ndarray:
 
 
 def stratified_bootstrap(strata: Sequence[np.ndarray], statistic: Callable = iqm, num_resamples: int = 2000,
-                         level: float = 0.95, seed: int = 0) -> tuple[float, float, float] | None:
+                         level: float = 0.95, seed: int = 0,
+                         minus: Sequence[np.ndarray] | None = None) -> tuple[float, float, float] | None:
     """`statistic` of every stratum's values pooled, and its percentile `level` interval.
 
     Each stratum (one environment) is [..., L]: its last axis (levels) is resampled with
     replacement within the stratum, independently of the other strata; a resampled level keeps
     all its rows (e.g. [meta-seeds, L]: one level's scores under every rule). Levels with a
     non-finite value are left out. `statistic(x [B, N], axis=-1)`. None: no finite level at all.
+
+    With `minus` (another learner's strata on the same levels, [..., L] each): the statistic of
+    `strata` less that of `minus`, the two resampled with the same levels (a paired difference,
+    so what the levels share cancels); a level non-finite in either is left out of both.
     """
-    strata = [s for s in (_finite_columns(s) for s in strata) if s.shape[-1] > 0]
-    if not strata:
+    groups = [strata] if minus is None else [strata, minus]
+    if minus is not None and len(minus) != len(strata):
+        raise ValueError(f"stratified_bootstrap: {len(strata)} strata against {len(minus)} to subtract")
+    kept = []  # per stratum: each group's [rows, L'] over the levels finite in every group
+    for parts in zip(*groups):
+        parts = [np.asarray(p, np.float64).reshape(-1, np.shape(p)[-1]) for p in parts]
+        finite = np.all([np.isfinite(p).all(0) for p in parts], axis=0)
+        if finite.any():
+            kept.append([p[:, finite] for p in parts])
+    if not kept:
         return None
     rng = np.random.default_rng(seed)
-    point = float(statistic(np.concatenate([s.reshape(-1) for s in strata])[None], axis=-1)[0])
-    resampled = []
-    for s in strata:
-        idx = rng.integers(0, s.shape[-1], size=(num_resamples, s.shape[-1]))
-        resampled.append(np.moveaxis(np.take(s, idx, axis=-1), -2, 0).reshape(num_resamples, -1))  # [B, ...*L]
-    stats = statistic(np.concatenate(resampled, axis=1), axis=-1)
+    idx = [rng.integers(0, parts[0].shape[1], size=(num_resamples, parts[0].shape[1])) for parts in kept]
+
+    def value(g):  # (point, [B] resampled statistics) of group g
+        point = statistic(np.concatenate([parts[g].reshape(-1) for parts in kept])[None], axis=-1)[0]
+        resampled = [np.moveaxis(parts[g][:, i], 1, 0).reshape(num_resamples, -1) for parts, i in zip(kept, idx)]
+        return point, statistic(np.concatenate(resampled, axis=1), axis=-1)
+
+    point, stats = value(0)
+    if minus is not None:
+        point_b, stats_b = value(1)
+        point, stats = point - point_b, stats - stats_b
     low, high = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
-    return point, float(low), float(high)
+    return float(point), float(low), float(high)
 
 
 def bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, num_resamples: int = 2000, level: float = 0.95,
@@ -692,15 +710,22 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
 
 
 # ------------------------------------------------------------------------------ the whole suite
-def aggregate(envs: dict[str, dict], groups: dict[str, Sequence[str]], num_resamples: int = 2000) -> dict[str, Any]:
+def aggregate(envs: dict[str, dict], groups: dict[str, Sequence[str]], num_resamples: int = 2000,
+              baseline: str = "A2C") -> dict[str, Any]:
     """Suite-level numbers per group of learners (one learner, or several pooled, e.g. every
     meta-seed's LPG): IQM and mean of the per-level scores of every environment, with stratified
     bootstrap intervals (levels resampled within each environment; a pooled level keeps every
-    learner's score), and the lifetimes that ended non-finite."""
+    learner's score), the lifetimes that ended non-finite, and, where `baseline` is one of the
+    groups, each other group's IQM less the baseline's with a paired interval (the same levels
+    resampled for both: `iqm_minus_<baseline>`), which tells a difference from the levels' spread."""
+
+    def level_scores(labels):  # [learners, L] per environment
+        return [np.array([r["learners"][label]["level_scores"] for label in labels], np.float64)
+                for r in envs.values()]
+
     result = {}
     for name, labels in groups.items():
-        strata = [np.array([r["learners"][label]["level_scores"] for label in labels], np.float64)
-                  for r in envs.values()]  # [learners, L] per environment
+        strata = level_scores(labels)
         entry = {"learners": list(labels), "environments": len(strata),
                  "levels_scored": int(sum(_finite_columns(s).shape[-1] for s in strata)),
                  "non_finite_lifetimes": int(sum(r["learners"][label]["non_finite_lifetimes"]
@@ -710,6 +735,10 @@ def aggregate(envs: dict[str, dict], groups: dict[str, Sequence[str]], num_resam
             ci = stratified_bootstrap(strata, fn, num_resamples)
             entry[statistic] = None if ci is None else ci[0]
             entry[f"{statistic}_ci95"] = None if ci is None else [ci[1], ci[2]]
+        if baseline in groups and name != baseline:
+            ci = stratified_bootstrap(strata, iqm, num_resamples, minus=level_scores(groups[baseline]))
+            entry[f"iqm_minus_{baseline}"] = None if ci is None else ci[0]
+            entry[f"iqm_minus_{baseline}_ci95"] = None if ci is None else [ci[1], ci[2]]
         result[name] = entry
     return result
 

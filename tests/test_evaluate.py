@@ -61,6 +61,37 @@ def test_stratified_bootstrap_resamples_levels_within_each_environment():
     assert point == pytest.approx(1.5) and 0.0 <= low < 1.5 < high <= 3.0
 
 
+def test_paired_difference_resamples_the_same_levels_for_both_learners():
+    # B scores every level exactly 0.05 below A, while levels differ widely: the paired difference
+    # of IQMs is 0.05 in every resample, so its interval collapses; resampling the two learners'
+    # levels independently would give an interval as wide as the levels' spread.
+    rng = np.random.default_rng(0)
+    a = [rng.uniform(0, 1, size=(2, 8)), rng.uniform(0, 1, size=(1, 5))]
+    b = [x - 0.05 for x in a]
+    point, low, high = evaluate.stratified_bootstrap(a, evaluate.iqm, num_resamples=500, minus=b)
+    assert (point, low, high) == pytest.approx((0.05, 0.05, 0.05), abs=1e-12)
+    alone = evaluate.stratified_bootstrap(a, evaluate.iqm, num_resamples=500)
+    assert alone[2] - alone[1] > 0.1
+    # A level non-finite for either learner is left out of both (here the only high level of B).
+    a2, b2 = np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.1, 0.2, 0.3, np.nan])
+    point, low, high = evaluate.stratified_bootstrap([a2], np.mean, num_resamples=200, minus=[b2])
+    assert (point, low, high) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
+    with pytest.raises(ValueError, match="strata"):
+        evaluate.stratified_bootstrap([a2, a2], np.mean, minus=[b2])
+
+
+def test_aggregate_reports_each_learner_against_a2c_on_the_same_levels():
+    scores = {"LPG": [0.9, 0.95, 0.98, 0.5], "A2C": [1.0, 1.0, 1.0, 0.6]}
+    envs = {"e": {"learners": {k: {"level_scores": v, "non_finite_lifetimes": 0, "lifetimes": 4}
+                               for k, v in scores.items()}}}
+    suite = evaluate.aggregate(envs, {"LPG": ["LPG"], "A2C": ["A2C"]}, num_resamples=300)
+    lpg = suite["LPG"]
+    assert lpg["iqm_minus_A2C"] == pytest.approx(evaluate.iqm(scores["LPG"]) - evaluate.iqm(scores["A2C"]))
+    # LPG is below A2C on every level, so every resample's difference is below 0.
+    assert lpg["iqm_minus_A2C_ci95"][1] < 0
+    assert "iqm_minus_A2C" not in suite["A2C"]
+
+
 def test_normalisation_of_a_chain_computed_exactly():
     ev = evaluate.eval_env("chain_heldout", 3, jax.random.PRNGKey(0))
     assert ev.chain_lengths.min() >= 31 and not ev.single_level
