@@ -43,7 +43,9 @@ Writes OUT/results.json (all numbers), OUT/summary.md (the tables), OUT/suite.pn
 learner on the suite), learning curves OUT/curves.png and OUT/curves_<env>.png. OUT is --out, else --run-dir, else the
 first rule's RUN_DIR/eval; never under the committed results/ unless --out says so. OUT/progress.json
 keeps every finished environment: a rerun with the same settings resumes after them (a finished
-evaluation only rebuilds its tables); --no-resume starts over. Settings: --preset heldout (default)
+evaluation only rebuilds its tables); --no-resume starts over. `--from-results OUT/results.json
+--run-dir DIR` rebuilds the suite scores and tables of any earlier evaluation (e.g. a committed one,
+without its progress.json) with this code's statistics, running no lifetime. Settings: --preset heldout (default)
 or quick (2 levels x 2 seeds of the grid and chain environments), --set key=value or the flag of
 the same name (--help lists them).
 
@@ -400,12 +402,42 @@ def evaluate(args) -> dict:
         save_progress(args, results)
         log("    normalised scores: " + ", ".join(
             f"{label} {fmt(r.get('score_mean'))}" for label, r in result["learners"].items()))
-    groups = {label: [label] for label in labels}
-    groups.update(pooled)
-    groups.update({name: [name] for name in (*args.baselines, *([UNTRAINED] if args.untrained else []))})
-    results["suite_scores"] = ev_lib.aggregate(results["envs"], groups, args.bootstrap)
+    results["suite_scores"] = ev_lib.aggregate(results["envs"], suite_groups(results), args.bootstrap)
     results["seconds"] = time.time() - start
     return results
+
+
+def suite_groups(results: dict) -> dict[str, list[str]]:
+    """The learners the suite scores summarise: each rule, each pooled method, the baselines and the untrained rule."""
+    groups = {label: [label] for label in results["rules"]}
+    groups.update(results["pooled"])
+    untrained = [UNTRAINED] if results["untrained_rule"] is not None else []
+    groups.update({name: [name] for name in (*results.get("baselines", [A2C]), *untrained)})
+    return groups
+
+
+def from_results(argv: list[str]) -> None:
+    """`--from-results RESULTS_JSON (--run-dir DIR | --out DIR) [--bootstrap N]`: an earlier evaluation's
+    suite scores and tables rebuilt by this code from its saved per-level scores (no lifetime is run)."""
+    parser = Parser("Rebuild an evaluation's suite scores and tables (summary.md, results.json, plots) from "
+                    "its results.json, with this code's statistics; no lifetime is run.")
+    parser.add_argument("--from-results", required=True, metavar="RESULTS_JSON", type=Path)
+    parser.add_argument("--run-dir", help="output folder (not under the committed results/)")
+    parser.add_argument("--out", help="output folder, anywhere")
+    parser.add_argument("--bootstrap", type=int, default=EvalSettings.bootstrap,
+                        help="bootstrap resamples per suite interval (the earlier run's, if it set one)")
+    args = parser.parse_args(argv)
+    if not (args.run_dir or args.out):
+        fail("--from-results needs --run-dir or --out: where to write the rebuilt tables")
+    if not args.from_results.is_file():
+        fail(f"--from-results {args.from_results}: no such file (an evaluation writes OUT/results.json)")
+    out = output_dir(args, Path(), RESULTS_DIR)
+    results = json.loads(args.from_results.read_text())
+    results["suite_scores"] = ev_lib.aggregate(results["envs"], suite_groups(results), args.bootstrap)
+    command = "python -m experiments.evaluate " + shlex.join(argv)
+    results["notes"] = [*results.get("notes", []), f"Suite scores rebuilt from {args.from_results} by `{command}`."]
+    print(write_outputs(results, out))
+    log(f"wrote {out / 'results.json'}, {out / 'summary.md'} and the plots")
 
 
 # ------------------------------------------------------------------------------ resume
@@ -709,6 +741,9 @@ def write_outputs(results: dict, out: Path) -> str:
 
 @entry_point
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--from-results" or a.startswith("--from-results=") for a in argv):
+        return from_results(argv)
     args = parse_args(argv)
     try:
         results = evaluate(args)

@@ -267,6 +267,22 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the notes on learning rates
     assert exit_info.value.code == 2 and "levels: 3 there, 2 here" in err and "--no-resume" in err
 
+    # --from-results rebuilds the suite scores of a saved run with this code: here a results.json
+    # from before the paired differences (their keys removed) gets back exactly the run's own numbers.
+    old_run = {**results, "suite_scores": {k: {f: v for f, v in r.items() if not f.startswith("iqm_minus")}
+                                           for k, r in results["suite_scores"].items()}}
+    (tmp_path / "old.json").write_text(json.dumps(old_run))
+    evaluate_cmd.main(["--from-results", str(tmp_path / "old.json"), "--run-dir", str(tmp_path / "re"),
+                       "--bootstrap", "200"])
+    rebuilt = json.loads((tmp_path / "re" / "results.json").read_text())
+    assert rebuilt["suite_scores"] == results["suite_scores"] and rebuilt["envs"] == results["envs"]
+    assert "iqm_minus_A2C" in rebuilt["suite_scores"]["LPG (pooled)"] and "rebuilt from" in rebuilt["notes"][-1]
+    table = (tmp_path / "re" / "summary.md").read_text()
+    assert table.split("## Whole suite")[1] == (out / "summary.md").read_text().split("## Whole suite")[1]
+    with pytest.raises(SystemExit):
+        evaluate_cmd.main(["--from-results", str(tmp_path / "old.json")])
+    assert "needs --run-dir or --out" in capsys.readouterr().err
+
 
 def test_evaluate_command_with_ppo_as_a_second_baseline(tiny_rule, tmp_path, capsys):
     flags = ["--rule", str(tiny_rule), "--envs", "chain_heldout", "--levels", "2", "--seeds", "2", "--updates", "4",
