@@ -10,6 +10,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import struct
 from gymnax.environments import environment, spaces
@@ -21,10 +22,10 @@ from experiments.meta_train import meta_train
 from experiments.presets import META_PRESETS
 from lpg import agents, evaluate, sharding
 from lpg.inner import Hypers
-from lpg.meta import (HyperChoices, MetaConfig, Source, critic_values, init_lifetime, lifetime_window, make_group,
-                      make_meta_trainer, sources_for)
+from lpg.meta import (HyperChoices, MetaConfig, Source, critic_values, group_meta_gradient, init_lifetime,
+                      lifetime_window, make_group, make_meta_trainer, sources_for)
 from lpg.runs import RunDir
-from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule, load_rule
+from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule, load_rule, y_loss
 from tests.helpers import probe_bandit_return
 
 TINY = META_PRESETS["tiny"]
@@ -217,7 +218,7 @@ def test_lifetimes_draw_their_own_length_and_end_at_it():
     trainer = make_meta_trainer(config, sources_for(config.envs))
     state, step = trainer.init(jax.random.PRNGKey(0)), jax.jit(trainer.step)
     assert set(np.asarray(state.lifetimes[0].hypers.lifetime_updates).tolist()) == {4.0, 8.0, 16.0}
-    renewed = 0
+    renewed, ended_lengths = 0, set()
     for _ in range(8):
         before = state.lifetimes[0]
         state, metrics = step(state)
@@ -227,19 +228,36 @@ def test_lifetimes_draw_their_own_length_and_end_at_it():
         np.testing.assert_array_equal(np.asarray(after.updates) == 0, ended)  # renewed exactly at its own N
         np.testing.assert_array_equal(np.asarray(after.updates)[~ended], np.asarray(before.updates)[~ended] + 2)
         renewed += int(ended.sum())
-    assert renewed >= 16  # every length ended at least once in 16 updates
+        ended_lengths.update(np.asarray(before.hypers.lifetime_updates)[ended].tolist())
+        assert set(np.asarray(after.hypers.lifetime_updates).tolist()) <= {4.0, 8.0, 16.0}  # renewed: drawn again
+    assert ended_lengths == {4.0, 8.0, 16.0} and renewed >= 16  # every length ended at its N in 16 updates
     for scales, message in (((), "non-empty"), ((1.0, 0.0), "lifetime_scales must be > 0")):
         with pytest.raises(ValueError, match=message):
             HyperChoices(lifetime_scales=scales)
 
 
-def test_one_meta_step_updates_the_rule(probe_trainer):
-    _, trainer, step = probe_trainer
+def test_one_meta_step_moves_the_rule_against_its_meta_gradient(probe_trainer):
+    """Adam's first step is -lr · g / (|g| + eps) per parameter: -meta_lr · sign(g) wherever the
+    meta-gradient g (of the lifetimes' windows, from `group_meta_gradient`) is not ~0; clipping and the
+    unit-norm balance of sources rescale g and leave its sign."""
+    config, trainer, step = probe_trainer
     state = trainer.init(jax.random.PRNGKey(0))
     new_state, metrics = step(state)
-    rule_delta = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.rule_params, new_state.rule_params)
-    assert max(jax.tree.leaves(rule_delta)) > 0
     assert int(metrics["skipped_updates"]) == 0 and int(metrics["probe/nonfinite"]) == 0
+    grads = jax.jit(lambda p, b: group_meta_gradient(trainer.groups[0], config, p, b)[1])(
+        state.rule_params, state.lifetimes[0])
+    g, delta = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)]) for t in
+                (grads, jax.tree.map(jnp.subtract, new_state.rule_params, state.rule_params)))
+    assert np.isclose(float(metrics["probe/grad_norm"]), np.linalg.norm(g), rtol=1e-4)
+    # What reaches Adam: g at unit norm (one source), clipped to meta_max_grad_norm; its first step is
+    # -lr · s / (|s| + 1e-8), i.e. -lr · sign(g) wherever s is well above Adam's eps.
+    scaled = g / np.linalg.norm(g) * min(1.0, config.meta_max_grad_norm)
+    lr = config.meta_lr
+    np.testing.assert_allclose(delta, -lr * scaled / (np.abs(scaled) + 1e-8), rtol=1e-2, atol=1e-2 * lr)
+    clear = np.abs(scaled) > 1e-6
+    assert clear.sum() > 100
+    np.testing.assert_allclose(delta[clear], -lr * np.sign(g[clear]), rtol=1e-2)
+    assert np.all(delta[g == 0] == 0)
 
 
 def _occupancy(mdp, pi, steps=400):
@@ -470,8 +488,14 @@ def test_a_non_finite_lifetime_is_reset_and_left_out_while_the_others_update_the
     moved = [float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state.rule_params),
                                                           jax.tree.leaves(new_state.rule_params))]
     assert np.isfinite(float(metrics["meta_loss"])) and max(moved) > 0 and all(np.isfinite(moved))
-    # The other lifetimes' gradients were averaged without lifetime 1 (not vetoed, not diluted).
-    assert float(metrics["probe/grad_norm"]) != pytest.approx(float(clean["probe/grad_norm"]), rel=1e-4)
+    # The other lifetimes' gradients were averaged without lifetime 1 (not vetoed, not diluted): the
+    # meta-gradient is the mean of lifetimes 0, 2 and 3 alone, computed as a batch of those three.
+    config = probe_trainer[0]
+    others = jax.tree.map(lambda x: x[np.array([0, 2, 3])], batch)
+    expected = jax.jit(lambda p, b: group_meta_gradient(trainer.groups[0], config, p, b)[1])(state.rule_params, others)
+    norm = float(optax.global_norm(expected))
+    assert float(metrics["probe/grad_norm"]) == pytest.approx(norm, rel=1e-4)
+    assert float(metrics["probe/grad_norm"]) != pytest.approx(0.75 * norm, rel=1e-2)  # not diluted over 4
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -613,6 +637,19 @@ class _FakeMesh:
         self.devices = np.zeros(n)
 
 
+def test_y_losses_on_known_numbers():
+    """MSE: ‖y − ŷ‖²; KL: KL(softmax y ‖ ŷ), the paper's eq. 2 (zero at ŷ = softmax y, not symmetric)."""
+    y, y_hat = jnp.array([0.0, 0.0]), jnp.array([0.25, 0.75])
+    assert float(y_loss(y, y_hat, "mse")) == pytest.approx(0.25 ** 2 + 0.75 ** 2)
+    assert float(y_loss(y, y_hat, "kl")) == pytest.approx(0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75), rel=1e-6)
+    logits = jnp.array([0.3, -1.2, 2.0])
+    assert float(y_loss(logits, jax.nn.softmax(logits), "kl")) == pytest.approx(0.0, abs=1e-6)
+    # KL(p ‖ q) with p = softmax y, not KL(q ‖ p): the two differ here.
+    p, q = np.asarray(jax.nn.softmax(logits)), np.array([0.6, 0.3, 0.1])
+    assert float(y_loss(logits, jnp.asarray(q), "kl")) == pytest.approx(np.sum(p * np.log(p / q)), rel=1e-5)
+    assert abs(np.sum(p * np.log(p / q)) - np.sum(q * np.log(q / p))) > 0.1
+
+
 def test_kl_target_mode_runs_and_gives_finite_losses():
     config = _probe_config(rule=RuleConfig(hidden=16, y_size=4, y_loss="kl"))
     trainer = make_meta_trainer(config, sources_for(config.envs))
@@ -635,8 +672,20 @@ def test_network_agents_trained_by_adam_give_a_finite_meta_gradient(source):
                for lr in config.hypers.network_learning_rates) < 1e-7
 
 
-def test_sources_meta_gradients_are_balanced_to_unit_norm_before_averaging(probe_trainer):
-    _, trainer, step = probe_trainer
-    _, metrics = step(trainer.init(jax.random.PRNGKey(4)))
-    assert float(metrics["probe/grad_norm"]) > 0
-    np.testing.assert_allclose(float(metrics["grad_norm"]), 1.0, rtol=1e-4)  # one source: its unit direction
+def test_sources_meta_gradients_are_balanced_to_unit_norm_before_averaging():
+    """Two sources whose meta-gradients differ in size: each is scaled to unit norm, then they are
+    averaged, so neither outweighs the other (computed here from each source's `group_meta_gradient`)."""
+    config = _probe_config(envs=("probe", "chain_short"), rollout_len=8)
+    trainer = make_meta_trainer(config, sources_for(config.envs))
+    state = trainer.init(jax.random.PRNGKey(4))
+    _, metrics = jax.jit(trainer.step)(state)
+    grads = [jax.jit(lambda p, b, g=group: group_meta_gradient(g, config, p, b)[1])(state.rule_params, batch)
+             for group, batch in zip(trainer.groups, state.lifetimes)]
+    norms = [float(optax.global_norm(g)) for g in grads]
+    for name, norm in zip(config.envs, norms):
+        assert float(metrics[f"{name}/grad_norm"]) == pytest.approx(norm, rel=1e-4)
+    assert max(norms) / min(norms) > 2  # so balancing matters
+    balanced = jax.tree.map(lambda a, b: (a / norms[0] + b / norms[1]) / 2, *grads)
+    assert float(metrics["grad_norm"]) == pytest.approx(float(optax.global_norm(balanced)), rel=1e-4)
+    plain = jax.tree.map(lambda a, b: (a + b) / 2, *grads)
+    assert float(metrics["grad_norm"]) != pytest.approx(float(optax.global_norm(plain)), rel=1e-2)
