@@ -135,14 +135,28 @@ def test_episode_return_matches_monte_carlo_of_jax_env():
     assert abs(expected) > 5 * stderr  # the check is not vacuous
 
 
-def test_named_grids_plan_fast_and_beat_random():
+def test_named_grids_plan_to_a_fixed_point_that_beats_random():
+    """On two named grids, value iteration's V* satisfies the Bellman optimality equation, its greedy
+    policy's exact value is V*, no other policy (uniform, or V*'s greedy policy perturbed) does better
+    in any state, and its episode return beats the uniform policy's."""
+    gamma = 0.99
     for name in ("tabular_dense", "tabular_longer_horizon"):
         env, params = make_named_grid(name)
         mdp = tabular_mdp(env, params)
-        best = optimal_episode_return(env, params, 0.99)
-        uniform = episode_return(mdp, np.full((mdp.num_states, 9), 1 / 9),
-                                 int(params.max_steps_in_episode))
-        assert best > uniform + 1.0, name
+        V, Q = value_iteration(mdp, gamma)
+        backup = mdp.R + gamma * np.stack([P @ V for P in mdp.P], axis=1)
+        np.testing.assert_allclose(Q, backup, atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(V, Q.max(axis=1), atol=1e-8, err_msg=name)
+        greedy = greedy_policy(Q)
+        np.testing.assert_allclose(policy_evaluation(mdp, greedy, gamma), V, atol=1e-6, err_msg=name)
+        uniform = np.full((mdp.num_states, mdp.num_actions), 1 / mdp.num_actions)
+        mixed = 0.9 * greedy + 0.1 * uniform
+        for pi in (uniform, mixed):
+            assert np.all(policy_evaluation(mdp, pi, gamma) <= V + 1e-6), name
+        horizon = int(params.max_steps_in_episode)
+        best = optimal_episode_return(env, params, gamma)
+        assert best == pytest.approx(episode_return(mdp, greedy, horizon))
+        assert best > episode_return(mdp, uniform, horizon) + 1.0, name
 
 
 def test_random_placement_is_rejected():
