@@ -10,6 +10,7 @@ import pytest
 
 from experiments import rl2_sweep
 from experiments.rl2 import EnvConfig
+from lpg import bayes
 
 
 def test_sweep_trains_every_setting_and_seed_and_resumes(tmp_path, monkeypatch, capsys):
@@ -19,8 +20,11 @@ def test_sweep_trains_every_setting_and_seed_and_resumes(tmp_path, monkeypatch, 
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     assert sorted((r["label"], r["seed"]) for r in rows) == [("reward_prob=0.3,trial_len=10", 0),
                                                              ("reward_prob=0.3,trial_len=10", 1)]
+    # The setting's exact Bayes regret: the oracle's value less the Bayes-optimal policy's, both by DP.
+    exact = bayes.swapped_bandit_oracle_value(0.3, 10) - bayes.swapped_bandit_bayes_optimal(0.3, 10).value
     for r in rows:  # regret ratio = the agent's regret / the exact Bayes regret of that setting
-        assert r["regret_ratio"] == pytest.approx(r["regret"] / r["exact_bayes_regret"])
+        assert r["exact_bayes_regret"] == pytest.approx(exact, rel=1e-6)
+        assert r["regret_ratio"] == pytest.approx(r["regret"] / exact)
         assert r["exact_bayes_regret"] > 0 and r["random_regret"] > r["exact_bayes_regret"]
     assert (out / "regret_ratio.png").stat().st_size > 0
     assert "| reward_prob=0.3,trial_len=10 |" in (out / "summary.md").read_text()
@@ -67,7 +71,6 @@ def test_three_arm_beta_family_is_checked_and_scored_against_its_own_dp():
     with pytest.raises(ValueError, match="num_arms applies to bandit_beta only"):
         EnvConfig("bandit_swapped", num_arms=3)
     from experiments.rl2 import make_suite
-    from lpg import bayes
 
     suite = make_suite(rl2_sweep.PRESETS["beta3"].env({"trial_len": 5}))
     assert suite.env.action_space(suite.params).n == 3
