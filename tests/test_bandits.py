@@ -123,11 +123,16 @@ def test_scanned_vmapped_rollout_and_reveal():
 
             def body(state, key):
                 obs, state, reward, _, truncated, info = env.step(key, state, 1, params)
-                return state, (obs, truncated)
+                # What the oracle should see of the (possibly new, after an auto-reset) task.
+                task = (state.probs if name == "bandit_beta"
+                        else (state.reward_probs[0] >= state.reward_probs[1]).astype(jnp.float32)[None])
+                return state, (obs, truncated, task)
 
             return jax.lax.scan(body, state, jax.random.split(key, 12))[1]
 
-        obs, truncated = jax.jit(jax.vmap(rollout))(jax.random.split(jax.random.key(9), 4))
+        obs, truncated, task = jax.jit(jax.vmap(rollout))(jax.random.split(jax.random.key(9), 4))
         assert obs.shape[:2] == (4, 12)
         np.testing.assert_array_equal(truncated[0], [(t + 1) % 5 == 0 for t in range(12)])
-    assert isinstance(env, SwappedBandit) and not isinstance(env, BetaBernoulliBandit)
+        np.testing.assert_allclose(obs[..., 1:], task, err_msg=name)
+        # Tasks are redrawn at the resets (after steps 5 and 10), so the revealed part changes.
+        assert np.unique(np.asarray(obs[..., 1:]).reshape(-1, obs.shape[-1] - 1), axis=0).shape[0] > 1, name
