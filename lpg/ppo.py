@@ -92,7 +92,6 @@ def make_ppo(env, env_params, config: PPOConfig = PPOConfig(), learning_rate=Non
     learning_rate = config.learning_rate if learning_rate is None else learning_rate
     optimizer = make_optimizer(config.optimizer, learning_rate, config.max_grad_norm)
     obs0, _ = env.reset(jax.random.PRNGKey(0), env_params)
-    size = config.num_envs // config.minibatches
 
     def init(key):
         k_params, key = jax.random.split(key)
@@ -107,6 +106,12 @@ def make_ppo(env, env_params, config: PPOConfig = PPOConfig(), learning_rate=Non
         return losses.mean(), jax.tree.map(jnp.mean, metrics)
 
     def update(state: PPOState, traj: Trajectory):
+        # The streams are the trajectory's own (config.num_envs is what the caller collects with).
+        num_streams = traj.reward.shape[1]
+        if num_streams % config.minibatches:
+            raise ValueError(f"PPO: {num_streams} streams cannot be split into {config.minibatches} minibatches "
+                             "of whole streams; collect a multiple of PPOConfig.minibatches")
+        size = num_streams // config.minibatches
         # Advantages and returns once, from the values the streams acted with.
         _, v_tp1 = jax.vmap(jax.vmap(lambda o: network.apply(state.params, o)))(traj.next_obs)
         g = jax.vmap(lambda t, v: lambda_returns(t, v, config.discount, config.gae_lambda), in_axes=(1, 1), out_axes=1)(
@@ -122,7 +127,7 @@ def make_ppo(env, env_params, config: PPOConfig = PPOConfig(), learning_rate=Non
             return (optax.apply_updates(params, updates), opt_state), metrics
 
         key, k_epochs = jax.random.split(state.key)
-        orders = jax.vmap(lambda k: jax.random.permutation(k, config.num_envs))(
+        orders = jax.vmap(lambda k: jax.random.permutation(k, num_streams))(
             jax.random.split(k_epochs, config.epochs))
         (params, opt_state), metrics = jax.lax.scan(
             minibatch_step, (state.params, state.opt_state), orders.reshape(config.epochs * config.minibatches, size))

@@ -37,6 +37,26 @@ def test_one_epoch_one_minibatch_ppo_is_a2c(name, optimizer, lr):
         theta = a2c_state.params
 
 
+def test_ppo_trains_on_every_stream_it_is_given():
+    """The minibatches split the trajectory's own streams, whatever PPOConfig.num_envs says: with one
+    epoch and one minibatch, 8 streams give A2C's update on all 8; streams that cannot be split into
+    whole-stream minibatches are an error that says so."""
+    env, params = envs.make("chain_short")
+    common = dict(rollout_len=12, learning_rate=20.0, optimizer="sgd", max_grad_norm=None)
+    a2c = make_a2c(env, params, A2CConfig(num_envs=8, **common))
+    ppo = make_ppo(env, params, PPOConfig(num_envs=4, **common, epochs=1, minibatches=1, normalise_advantages=False))
+    theta = make_agent(env, params, aux_size=1).init(jax.random.PRNGKey(1), env.reset(jax.random.PRNGKey(0), params)[0])
+    opt = make_optimizer("sgd", 20.0)
+    _, traj = engine.rollout(env, params, a2c.policy_fn, theta, engine.reset(env, params, jax.random.PRNGKey(2), 8),
+                             jax.random.PRNGKey(3), 12)
+    a2c_state, _ = a2c.update(A2CState(theta, opt.init(theta)), traj)
+    ppo_state, _ = ppo.update(PPOState(theta, opt.init(theta), jax.random.PRNGKey(0)), traj)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), a2c_state.params, ppo_state.params)
+    three = make_ppo(env, params, PPOConfig(num_envs=9, **common, minibatches=3))
+    with pytest.raises(ValueError, match="8 streams cannot be split into 3 minibatches"):
+        three.update(PPOState(theta, opt.init(theta), jax.random.PRNGKey(0)), traj)
+
+
 def test_more_epochs_move_the_policy_further_but_the_clip_bounds_it():
     env, params = envs.make("Catch-bsuite")
     base = dict(num_envs=8, rollout_len=20, learning_rate=3e-3, minibatches=2)
