@@ -52,6 +52,7 @@ def machine() -> dict:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind,
         "cpu": cpu,
         "cpu_count": __import__("os").cpu_count(),
     }

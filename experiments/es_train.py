@@ -31,6 +31,7 @@ from experiments.presets import ES_PRESETS
 from lpg import sharding
 from lpg.es import ESConfig, make_es_trainer
 from lpg.meta import sources_for
+from lpg.runs import COMPILE_CACHE, use_compile_cache
 
 MEMORY_HINT = ("lower population_size or levels_per_env (each device holds its share of members' lifetimes), "
                "or spread the population over more devices")
@@ -114,13 +115,14 @@ def main(argv=None):
     add_common_args(parser, ES_PRESETS, default="tiny")
     add_device_args(parser)
     args = parser.parse_args(argv)
+    run_dir = args.run_dir or f"runs/es_{args.preset}"
+    use_compile_cache(Path(run_dir) / COMPILE_CACHE)  # before anything compiles (lpg.runs)
     start_devices(args)
     try:
         config = apply_overrides(pick_preset(ES_PRESETS, args.preset), args.set)
         sources_for(config.envs)  # unknown names fail here, before anything is compiled
     except ValueError as e:
         fail(str(e))
-    run_dir = args.run_dir or f"runs/es_{args.preset}"
     print(f"ES preset {args.preset!r} on {jax.device_count()} {jax.devices()[0].platform} device(s) -> {run_dir}",
           file=sys.stderr)
     try:

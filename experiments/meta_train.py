@@ -9,7 +9,8 @@ RUN_DIR/checkpoints (resumed automatically; Ctrl-C checkpoints and stops), a pro
 to RUN_DIR/progress.png, the rule to RUN_DIR/rule.msgpack, and the rule at every checkpoint to
 RUN_DIR/rules/step<N>/ (a folder `evaluate --rule` reads like a finished run's), so a rule's
 course over meta-training can be evaluated after the run, although only the last two
-checkpoints are kept.
+checkpoints are kept. The compiled chunk is kept in RUN_DIR/xla_cache, so a resumed run loads
+it instead of compiling again (the `paper` preset compiles for minutes, longer on a GPU's host).
 Several hosts: start the same command on each with --distributed (see README).
 """
 
@@ -37,7 +38,7 @@ from experiments.cli import (Parser, add_common_args, add_device_args, apply_ove
 from experiments.presets import META_PRESETS, SELECT_ARGS
 from lpg import budget, sharding
 from lpg.meta import MetaConfig, make_meta_trainer, sources_for
-from lpg.runs import RunDir, host_loop
+from lpg.runs import COMPILE_CACHE, RunDir, compile_cache_hits, host_loop, use_compile_cache
 from lpg.update_rule import save_rule
 
 
@@ -240,11 +241,13 @@ def run_outer_loop(loop: OuterLoop, config: Any, built: Built, run_dir: str | No
     t0 = time.time()
     say(f"compiling a chunk of {loop.steps_per_chunk} {loop.unit}(s) (1-3 minutes on a 2-core CPU for the "
         f"small presets; XLA may warn about a slow compile meanwhile, which is harmless)...")
+    hits = compile_cache_hits()
     run_chunk = run_chunk.lower(state).compile()
+    cached = "; loaded from the compile cache" if compile_cache_hits() > hits else ""
     footprint = budget.compiled_footprint(run_chunk)
     budget.check_fits(footprint, budget.device_capacity(jax.local_devices()[0]), loop.memory_hint)
     sharding.sync_processes(f"{loop.unit} compiled")  # several processes start the chunk together
-    say(f"compiled in {time.time() - t0:.0f}s ({footprint['bytes'] / budget.GB:.2f} GB per device); "
+    say(f"compiled in {time.time() - t0:.0f}s ({footprint['bytes'] / budget.GB:.2f} GB per device{cached}); "
         f"{num_chunks - start} chunk(s) of {loop.steps_per_chunk} {loop.unit}(s), "
         f"{loop.env_steps_per_step:,} env steps each")
     rates: list[float] = []
@@ -315,6 +318,9 @@ def main(argv=None):
                         help="compile one meta-step, print its memory per device, XLA flops and measured seconds "
                              "(projected to the whole run), write nothing, and exit (2 if it cannot fit)")
     args = parser.parse_args(argv)
+    run_dir = args.run_dir or f"runs/meta_{args.preset}"
+    if not args.dry_run:  # before anything compiles: a resumed run loads its programs from there
+        use_compile_cache(Path(run_dir) / COMPILE_CACHE)
     start_devices(args)
     try:
         config = apply_overrides(pick_preset(META_PRESETS, args.preset), args.set)
@@ -328,7 +334,6 @@ def main(argv=None):
         if not report["fits"]:
             raise SystemExit(2)
         return
-    run_dir = args.run_dir or f"runs/meta_{args.preset}"
     print(f"meta-training preset {args.preset!r} on {jax.device_count()} {jax.devices()[0].platform} device(s) "
           f"-> {run_dir}", file=sys.stderr)
     meta_train(config, run_dir, resume=not args.no_resume, devices=args.devices, tensorboard=args.tensorboard)

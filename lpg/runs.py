@@ -42,6 +42,33 @@ def _to_python(x: Any) -> Any:
     return x.tolist()
 
 
+COMPILE_CACHE = "xla_cache"  # RUN_DIR/xla_cache: the run's compiled programs (`use_compile_cache`)
+_compile_cache_hits = [0]
+
+
+def _count_cache_hit(event: str, **_: Any) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _compile_cache_hits[0] += 1
+
+
+def use_compile_cache(path: str | os.PathLike) -> None:
+    """Keeps this process's compiled XLA programs in `path` (JAX's persistent compilation cache), so
+    that a resumed or repeated run loads them instead of compiling again: the `paper` preset's chunk
+    compiles for minutes on a CPU and for longer than 8 minutes on an H200's host (BENCHMARKS.md).
+    JAX decides on its cache at the process's first compile, so call this before anything is
+    compiled (the entry points do, with RUN_DIR/xla_cache). Programs that compile in under a second
+    are not kept (`jax_persistent_cache_min_compile_time_secs`)."""
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    if not getattr(use_compile_cache, "listening", False):
+        jax.monitoring.register_event_listener(_count_cache_hit)
+        use_compile_cache.listening = True
+
+
+def compile_cache_hits() -> int:
+    """How many programs this process has loaded from the compile cache so far."""
+    return _compile_cache_hits[0]
+
+
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (another config, an unreadable checkpoint)."""
 

@@ -1,9 +1,15 @@
 """Sizing a run before it starts: XLA's memory analysis against known buffers, the refusal of a
-program that cannot fit (naming the settings to change), and `meta_train --dry-run`."""
+program that cannot fit (naming the settings to change), `meta_train --dry-run`, and the
+compile cache that spares a resumed run its compile."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -76,3 +82,42 @@ def test_dry_run_reports_memory_and_a_measured_step_and_writes_nothing(tmp_path,
     with pytest.raises(SystemExit) as exit_info:
         meta_train.main(["--preset", "tiny", "--dry-run"])
     assert exit_info.value.code == 2 and "does not fit" in capsys.readouterr().out
+
+
+_CACHED = textwrap.dedent(
+    """
+    import sys, jax, jax.numpy as jnp, numpy as np
+    from lpg.runs import compile_cache_hits, use_compile_cache
+    use_compile_cache(sys.argv[1])
+    value = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(np.arange(64.0, dtype=np.float32).reshape(8, 8) / 64)
+    print(compile_cache_hits(), float(value))
+    """
+)
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=_ROOT,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", **env})
+
+
+def test_a_second_process_loads_its_program_from_the_compile_cache(tmp_path):
+    # Two fresh processes compile the same program with the cache in one folder: the first compiles
+    # and stores it, the second loads it (one cache hit: the only program) and computes the same value. Every program is
+    # kept here (min compile time 0); the entry points keep those that compile in over a second.
+    runs = [_python(["-c", _CACHED, str(tmp_path / "cache")], JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+            for _ in range(2)]
+    (hits_1, value_1), (hits_2, value_2) = [r.stdout.split() for r in runs]
+    assert (int(hits_1), int(hits_2)) == (0, 1), [r.stderr[-2000:] for r in runs]
+    assert value_1 == value_2
+    assert any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.slow  # two meta-training processes: about a minute on 2 cores
+def test_a_resumed_meta_training_loads_its_chunk_from_the_run_dirs_compile_cache(tmp_path):
+    args = ["-m", "experiments.meta_train", "--preset", "tiny", "--run-dir", str(tmp_path / "run"), "--no-resume"]
+    first, second = _python(args), _python(args)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-2000:]
+    assert "compiled in" in first.stderr and "loaded from the compile cache" not in first.stderr
+    assert "loaded from the compile cache" in second.stderr
+    assert any((tmp_path / "run" / "xla_cache").iterdir())
