@@ -100,7 +100,8 @@ def es_train(config: ESConfig, run_dir: str | None, resume: bool = True, devices
     cannot fit a device."""
     built = build(config, devices)
     loop = OuterLoop(
-        unit="generation", num_steps=config.num_generations, steps_per_chunk=config.steps_per_chunk,
+        unit="generation", num_steps=config.num_generations, num_steps_field="num_generations",
+        steps_per_chunk=config.steps_per_chunk,
         checkpoint_every=config.checkpoint_every, env_steps_per_step=config.env_steps_per_generation,
         rule_params=built.trainer.rule_params, extra_records=lambda row, metrics: None,
         describe=lambda rates: describe(config, rates),

@@ -198,6 +198,7 @@ class OuterLoop(NamedTuple):
 
     unit: str  # "meta-step" or "generation", for messages
     num_steps: int
+    num_steps_field: str  # the config field num_steps comes from: a finished run resumed with more steps goes on
     steps_per_chunk: int
     checkpoint_every: int  # chunks
     env_steps_per_step: int
@@ -220,7 +221,10 @@ def run_outer_loop(loop: OuterLoop, config: Any, built: Built, run_dir: str | No
     is_main = jax.process_index() == 0
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if is_main and not quiet else (lambda text: None)
     num_chunks = loop.num_steps // loop.steps_per_chunk
-    run = RunDir(run_dir, config, resume=resume, tensorboard=tensorboard and is_main) if run_dir else None
+    run = (RunDir(run_dir, config, resume=resume, tensorboard=tensorboard and is_main,
+                  extendable=(loop.num_steps_field,)) if run_dir else None)
+    for field, (before, after) in (run.extended.items() if run is not None else ()):
+        say(f"extending {run.path}: {field} {before} -> {after} (the steps already run are kept)")
     if run is not None and resume and run.finished(num_chunks):
         # Nothing left to do: restore the final state into its abstract shape, compile nothing.
         state, _ = run.restore(template)
@@ -300,7 +304,8 @@ def meta_train(config: MetaConfig, run_dir: str | None, resume: bool = True, dev
                 row[f"{name}/chunk_final_return"] = float((finals * counts).sum() / counts.sum())
 
     loop = OuterLoop(
-        unit="meta-step", num_steps=config.num_meta_steps, steps_per_chunk=config.steps_per_chunk,
+        unit="meta-step", num_steps=config.num_meta_steps, num_steps_field="num_meta_steps",
+        steps_per_chunk=config.steps_per_chunk,
         checkpoint_every=config.checkpoint_every, env_steps_per_step=config.env_steps_per_meta_step,
         rule_params=lambda state: state.rule_params, extra_records=chunk_final_returns,
         describe=lambda rates: describe(config, rates),

@@ -117,8 +117,13 @@ class RunDir:
     """
 
     def __init__(self, path: str | os.PathLike, config: Any, resume: bool = True, max_to_keep: int = 2,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, extendable: tuple[str, ...] = ()):
+        """`extendable`: top-level config fields (a run's length, e.g. `num_meta_steps`) that a resumed
+        run may raise: the run goes on from its last checkpoint for longer, as if asked for that many
+        from the start (for loops whose steps do not depend on the total). `self.extended` then holds
+        {field: (saved, requested)}."""
         self.path = Path(path).absolute()
+        self.extended: dict[str, tuple[int, int]] = {}
         self.is_main = jax.process_index() == 0
         self.tensorboard = None
         if tensorboard:
@@ -134,6 +139,11 @@ class RunDir:
         if config_path.exists() and resume:
             saved = json.loads(config_path.read_text())
             requested = json.loads(json.dumps(resolved))
+            for key in extendable:
+                before, after = (saved.get(key), requested.get(key)) if isinstance(saved, dict) else (None, None)
+                if isinstance(before, int) and isinstance(after, int) and after > before:
+                    self.extended[key] = (before, after)
+                    saved[key] = after
             # A field added after the run was saved, asked for at its default, is no difference.
             differences = [d for d in config_differences(saved, requested) if not _new_field_at_default(config, d)]
             shared = set(saved) & set(requested) if isinstance(saved, dict) else set()
