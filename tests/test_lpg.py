@@ -24,7 +24,7 @@ from lpg import agents, evaluate, sharding
 from lpg.inner import Hypers
 from lpg.meta import (HyperChoices, MetaConfig, Source, critic_values, group_meta_gradient, init_lifetime,
                       lifetime_window, make_group, make_meta_trainer, sources_for)
-from lpg.runs import RunDir
+from lpg.runs import RunDir, RunDirError
 from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule, load_rule, y_loss
 from tests.helpers import probe_bandit_return
 
@@ -548,6 +548,23 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, killed_after
     monkeypatch.setattr(jax.stages.Lowered, "compile", no_compile)
     again, _ = meta_train(config, str(tmp_path / "resumed"), quiet=True)
     jax.tree.map(np.testing.assert_array_equal, full.rule_params, again.rule_params)
+
+
+def test_a_finished_run_resumed_with_more_meta_steps_equals_one_asked_for_that_many(tmp_path, capsys):
+    config = dataclasses.replace(TINY, num_meta_steps=6, steps_per_chunk=2, checkpoint_every=1)
+    full, _ = meta_train(config, str(tmp_path / "full"), quiet=True)
+    meta_train(dataclasses.replace(config, num_meta_steps=2), str(tmp_path / "extended"))
+    extended, _ = meta_train(config, str(tmp_path / "extended"))
+    assert "extending" in capsys.readouterr().err
+    jax.tree.map(np.testing.assert_array_equal, full.rule_params, extended.rule_params)
+    rows = [json.loads(l) for l in (tmp_path / "extended" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert sorted(p.name for p in (tmp_path / "extended" / "rules").iterdir()) == [
+        "step00002", "step00004", "step00006"]
+    assert json.loads((tmp_path / "extended" / "config.json").read_text())["num_meta_steps"] == 6
+    # Fewer steps than the run holds is another run, refused with what differs.
+    with pytest.raises(RunDirError, match="num_meta_steps: 6 there, 4 here"):
+        meta_train(dataclasses.replace(config, num_meta_steps=4), str(tmp_path / "extended"), quiet=True)
 
 
 def test_sharded_over_8_virtual_devices_equals_unsharded(tmp_path):
