@@ -54,6 +54,15 @@ def snapshots(run_dir: Path, every: int, start: int) -> dict[int, Path]:
     return found
 
 
+def run_finished(run_dir: Path) -> bool:
+    """Whether the run has written its final rule and the snapshot of its last step (RUN_DIR/config.json's
+    step count, which a run resumed for longer raises: its old rule.msgpack alone does not mean done)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    total = config.get("num_meta_steps", config.get("num_generations"))
+    last = run_dir / "rules" / f"step{total:05d}" / "rule.msgpack" if isinstance(total, int) else None
+    return (run_dir / "rule.msgpack").exists() and (last is None or last.exists())
+
+
 def parse_args(argv=None):
     parser = Parser(__doc__)
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
@@ -64,7 +73,8 @@ def parse_args(argv=None):
     parser.add_argument("--pi-hat-baseline", choices=PI_HAT_BASELINES,
                         help="what agents subtract from π̂ (default: as trained)")
     parser.add_argument("--wait", action="store_true",
-                        help="keep scoring new snapshots until every run has written RUN_DIR/rule.msgpack")
+                        help="keep scoring new snapshots until every run has written RUN_DIR/rule.msgpack and "
+                             "the snapshot of its last step")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a validation setting (repeatable); listed below")
     parser.epilog = "validation settings for --set:\n" + "\n".join(
@@ -151,8 +161,9 @@ def main(argv=None) -> dict[str, dict]:
     while True:
         pending = False
         for run in runs:
+            finished = run_finished(run.dir)  # before listing: a run found finished has every snapshot listed
             todo = {s: p for s, p in snapshots(run.dir, args.every, args.start).items() if s not in run.scores}
-            pending |= bool(todo) or not (run.dir / "rule.msgpack").exists()
+            pending |= bool(todo) or not finished
             for step, path in sorted(todo.items()):
                 params, rule_config = load_rule(path)
                 rule_config = dataclasses.replace(rule_config, **run.settings["use"])

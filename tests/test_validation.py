@@ -80,3 +80,21 @@ def test_preset_selection_recipes_parse(tmp_path):
         run_config = json.loads((committed / seed / "config.json").read_text())
         assert select_rule.settings_record(args, run_config) == selection["settings"], seed
         assert selection["step"] % args.every == 0
+
+
+def test_wait_holds_on_a_run_extended_after_it_finished(tmp_path):
+    """A finished run resumed with more meta-steps keeps its old rule.msgpack until it ends: --wait
+    must go on until the snapshot of the new last step is there, not stop at the old final rule."""
+    run = tmp_path / "run"
+    params, config = load_rule(COMMITTED / "rule.msgpack")
+    save_rule(run / "rule.msgpack", params, config)
+    save_rule(run / "rules" / "step00200" / "rule.msgpack", params, config)
+    run_config = json.loads((COMMITTED / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**run_config, "num_meta_steps": 200}))
+    assert select_rule.run_finished(run)
+    (run / "config.json").write_text(json.dumps({**run_config, "num_meta_steps": 300}))  # extended
+    assert not select_rule.run_finished(run)
+    save_rule(run / "rules" / "step00300" / "rule.msgpack", params, config)
+    assert select_rule.run_finished(run)
+    (run / "rule.msgpack").unlink()  # a run not yet at its end has no final rule
+    assert not select_rule.run_finished(run)
