@@ -4,7 +4,8 @@ Every long job (A2C training, LPG meta-training, RL² training) is a host loop o
 jitted chunks; `host_loop` runs it, printing progress and writing metrics between
 chunks and checkpointing every `checkpoint_every` chunks. A killed job restarted
 with the same run directory resumes from its last checkpoint and continues exactly
-where it stopped (metrics logged after that checkpoint are dropped and redone).
+where it stopped (metrics logged after that checkpoint are dropped and redone). A finished
+outer loop resumed with a larger step count (`RunDir(extendable=...)`) goes on the same way.
 """
 
 from __future__ import annotations
