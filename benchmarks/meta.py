@@ -3,6 +3,7 @@ compiled memory, and how close its LSTM matmuls come to the machine's dense-matm
 
     python -m benchmarks.meta                     # 8 lifetimes x 64 envs x 20 steps x K = 5, LSTM-256; prints JSON
     python -m benchmarks.meta --paper --memory-only   # the `paper` preset: compiled memory, no timing
+    python -m benchmarks.meta --rule              # also: the rule alone, and its matmuls without the LSTM's gates
     python -m benchmarks.meta --scaling           # the scaling table of BENCHMARKS.md (about 30 min on 2 cores);
                                                   # shapes that would not fit this machine are compiled, not run
 
@@ -27,12 +28,12 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import machine, progress
+from benchmarks.timing import best_interleaved, compile_timed, machine, progress
 from experiments.presets import META_PRESETS
 from experiments import meta_train
 from lpg import budget
 from lpg.meta import MetaConfig
-from lpg.update_rule import RuleConfig
+from lpg.update_rule import RuleConfig, RuleInputs, UpdateRule, init_rule
 
 # The benchmark shape of the "LPG" issue.
 BENCH = MetaConfig(envs=("tabular_dense",), lifetimes_per_env=8, num_envs=64, rollout_len=20,
@@ -146,11 +147,75 @@ def shape_of(config: MetaConfig) -> dict:
             "remat": config.remat}
 
 
+def rule_alone(config: MetaConfig, repeats: int) -> dict:
+    """The rule on its own, at one inner update's streams of `config` (sources x lifetimes x envs, T
+    steps), applied as `lpg.inner.LPGAgent.update` applies it (vmapped over streams): its forward, and
+    its forward with the VJP the meta-gradient takes (cotangents for the parameters and every input).
+    Beside it, the same matmuls without the LSTM's gates: a scan of h ← tanh(x W_i + h W_h)[:, :H]
+    over [B, 6 + H] @ [6 + H, 4H] products, forward and forward + VJP. Each with its analytic matmul
+    FLOP/s; the gap between the two rows is what the gates' elementwise arithmetic, the resets, the
+    heads and φ cost."""
+    rule_cfg = config.rule
+    streams = len(config.envs) * config.lifetimes_per_env * config.num_envs
+    t, h, m = config.rollout_len, rule_cfg.hidden, rule_cfg.y_size
+    keys = jax.random.split(jax.random.PRNGKey(0), 8)
+    uniform = lambda k, shape: jax.random.uniform(k, shape, jnp.float32)  # noqa: E731
+    lifetime = (uniform(keys[6], (streams, t)), jnp.full((streams, t), 5.3)) if rule_cfg.lifetime_inputs else (None, None)
+    inputs = RuleInputs(
+        r_t=jax.random.normal(keys[0], (streams, t)), d_t=(uniform(keys[1], (streams, t)) < 0.1).astype(jnp.float32),
+        done_t=(uniform(keys[2], (streams, t)) < 0.1).astype(jnp.float32), discount=jnp.full((streams, t), 0.99),
+        pi_a_t=uniform(keys[3], (streams, t)), y_t=uniform(keys[4], (streams, t, m)),
+        y_tp1=uniform(keys[5], (streams, t, m)), progress=lifetime[0], log_lifetime=lifetime[1])
+    rule = UpdateRule(rule_cfg)
+    params = init_rule(rule_cfg, keys[7])
+    apply = lambda p, x: jax.vmap(lambda s: rule.apply(p, s))(x)  # noqa: E731
+
+    def rule_grad(p, pi_a_t, y_t, y_tp1):
+        # The meta-gradient's cotangents: the parameters and the inputs that depend on the agent
+        # (π(a_t|s_t), y(s_t), y(s_t+1)); rewards, discounts and episode ends are constants.
+        def weighted(p, pi_a_t, y_t, y_tp1):
+            pi_hat, y_hat = apply(p, inputs._replace(pi_a_t=pi_a_t, y_t=y_t, y_tp1=y_tp1))
+            return jnp.sum(pi_hat * inputs.r_t) + jnp.sum(y_hat * y_t)
+        return jax.grad(weighted, argnums=(0, 1, 2, 3))(p, pi_a_t, y_t, y_tp1)
+
+    def with_vjp(fn, *args):
+        out, vjp = jax.vjp(fn, *args)
+        return vjp(jax.tree.map(jnp.ones_like, out))
+
+    num_inputs = 8 if rule_cfg.lifetime_inputs else 6
+    x = jax.random.normal(keys[0], (streams, num_inputs))
+    w_i = jax.random.normal(keys[1], (num_inputs, 4 * h)) / num_inputs
+    w_h = jax.random.normal(keys[2], (h, 4 * h)) / h
+
+    def matmuls_only(w_i, w_h, x):
+        def step(h_t, _):
+            return jnp.tanh(x @ w_i + h_t @ w_h)[:, :h], h_t
+        return jax.lax.scan(step, jnp.zeros((streams, h)), None, length=t)[1]
+
+    forward_flops = budget.rule_matmul_flops(streams, t, 1, h, m, rule_cfg.embed, num_inputs)["forward"]
+    lstm_flops = 2.0 * streams * t * 4 * h * (num_inputs + h)
+    timed = {
+        "rule_forward": (apply, (params, inputs), forward_flops),
+        "rule_forward_vjp": (rule_grad, (params, inputs.pi_a_t, inputs.y_t, inputs.y_tp1), 3 * forward_flops),
+        "matmuls_only_forward": (matmuls_only, (w_i, w_h, x), lstm_flops),
+        "matmuls_only_forward_vjp": (lambda *a: with_vjp(matmuls_only, *a), (w_i, w_h, x), 3 * lstm_flops),
+    }
+    calls = {name: (compile_timed(fn, args, name=name)[0], args) for name, (fn, args, _) in timed.items()}
+    best = best_interleaved(calls, repeats)
+    result = {"streams": streams, "rollout_len": t, "hidden": h}
+    for name, (_, _, flops) in timed.items():
+        result[name] = {"s": round(best[name], 4), "matmul_flops_per_s": flops / best[name]}
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paper", action="store_true", help="the `paper` preset's shape (960 lifetimes)")
     parser.add_argument("--scaling", action="store_true", help="every shape of the scaling table, in turn")
     parser.add_argument("--memory-only", action="store_true", help="compile and report memory and FLOPs; no timing")
+    parser.add_argument("--rule", action="store_true",
+                        help="also time the rule alone at one inner update's streams (forward, forward + VJP) "
+                             "beside the same matmuls without the LSTM's gates")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--lifetimes", type=int, default=None, help="override lifetimes_per_env")
     parser.add_argument("--hidden", type=int, default=None, help="override the LSTM width")
@@ -172,7 +237,19 @@ def main(argv=None):
             row["fraction_of_square_peak"] = round(row["rule_matmul_flops_per_s"] / peak["square_flops_per_s"], 3)
             row["fraction_of_lstm_shape_peak"] = round(row["rule_matmul_flops_per_s"] / peak["lstm_shape_flops_per_s"], 3)
         rows.append(row)
-    print(json.dumps({"benchmark": "meta", "machine": machine(), "matmul_peak": peak, "shapes": rows}, indent=1))
+    report = {"benchmark": "meta", "machine": machine(), "matmul_peak": peak, "shapes": rows}
+    if args.rule:
+        progress("== the rule alone")
+        alone = rule_alone(config, max(args.repeats, 5))
+        for part in alone.values():
+            if isinstance(part, dict):
+                part["fraction_of_square_peak"] = round(part["matmul_flops_per_s"] / peak["square_flops_per_s"], 3)
+        meta_step = rows[0].get("s_per_meta_step")
+        if meta_step:  # K rule forwards with their VJP, against the whole meta-step
+            alone["rule_share_of_meta_step"] = round(
+                config.inner_updates * alone["rule_forward_vjp"]["s"] / meta_step, 3)
+        report["rule_alone"] = alone
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
