@@ -150,7 +150,8 @@ def shape_of(config: MetaConfig) -> dict:
 def rule_alone(config: MetaConfig, repeats: int) -> dict:
     """The rule on its own, at one inner update's streams of `config` (sources x lifetimes x envs, T
     steps), applied as `lpg.inner.LPGAgent.update` applies it (vmapped over streams): its forward, and
-    its forward with the VJP the meta-gradient takes (cotangents for the parameters and every input).
+    its forward with the VJP the meta-gradient takes (cotangents for the parameters and for the inputs
+    that depend on the agent: π(a_t|s_t), y(s_t), y(s_t+1)).
     Beside it, the same matmuls without the LSTM's gates: a scan of h ← tanh(x W_i + h W_h)[:, :H]
     over [B, 6 + H] @ [6 + H, 4H] products, forward and forward + VJP. Each with its analytic matmul
     FLOP/s; the gap between the two rows is what the gates' elementwise arithmetic, the resets, the
