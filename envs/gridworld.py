@@ -59,7 +59,8 @@ class GridParams(environment.EnvParams):
     walls [Hmax, Wmax] bool; height, width int32 scalars; per object (length max_objects):
     obj_active bool (padding mask), obj_kind int32, obj_reward / obj_p_terminate /
     obj_p_respawn float32, obj_pos [N, 2] int32 (row, col; used by fixed placement);
-    random_placement bool scalar; max_steps_in_episode int32 scalar.
+    random_placement bool scalar; max_steps_in_episode int32 scalar; step_reward float32 scalar,
+    paid on every step on top of what the objects pay (0 but on the generator's cost levels).
     """
 
     walls: jax.Array
@@ -73,6 +74,7 @@ class GridParams(environment.EnvParams):
     obj_pos: jax.Array
     random_placement: jax.Array
     max_steps_in_episode: jax.Array = 500
+    step_reward: jax.Array = np.float32(0.0)
 
 
 @struct.dataclass
@@ -269,7 +271,7 @@ class GridWorld(environment.Environment[GridState, GridParams]):
         agent_cell = jnp.where(inside & ~walls[target], target, state.agent_cell)
 
         hit = state.obj_present & (state.obj_cell == agent_cell) & collect
-        reward = jnp.sum(jnp.where(hit, params.obj_reward, 0.0)).astype(jnp.float32)
+        reward = (jnp.sum(jnp.where(hit, params.obj_reward, 0.0)) + params.step_reward).astype(jnp.float32)
         p_terminate = jnp.sum(jnp.where(hit, params.obj_p_terminate, 0.0))
         terminated = u[0] < p_terminate
         present = state.obj_present & ~hit
@@ -533,6 +535,7 @@ def make_level(
         ),
         random_placement=jnp.bool_(placement == "random"),
         max_steps_in_episode=jnp.int32(max_steps),
+        step_reward=jnp.float32(0.0),
     )
 
 

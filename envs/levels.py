@@ -128,7 +128,10 @@ class LevelDistribution:
     kind 0, so every level has something worth collecting); each further object takes a
     uniform kind; wall cells with probability uniform in [0, wall_density] on the allowed
     wall cells; max steps from `max_steps_choices`; placement "fixed", "random" or "mixed"
-    (a fair coin per level). `reserved_descriptors` are left out of the held-out family
+    (a fair coin per level). A step cost from `step_cost_choices` (default: none): a level
+    drawn with a cost c > 0 is a *cost level*, whose objects pay nothing (they still end the
+    episode with their p_terminate) while every step pays -c, so only ending the episode sooner
+    is worth anything (as in MountainCar or Acrobot). `reserved_descriptors` are left out of the held-out family
     (default: the named grids' descriptors); the train family does not depend on them.
     """
 
@@ -142,6 +145,7 @@ class LevelDistribution:
     wall_density: float = 0.3
     max_steps_choices: tuple[int, ...] = (50, 500, 1000)
     placement: str = "fixed"
+    step_cost_choices: tuple[float, ...] = (0.0,)
     heldout_fraction: float = 0.2
     split_seed: int = 0
     reserved_descriptors: tuple[tuple[int, int, int], ...] = NAMED_DESCRIPTORS
@@ -158,13 +162,15 @@ class LevelDistribution:
         if self.num_kinds < 1:
             raise ValueError(f"num_kinds must be >= 1, got {self.num_kinds}")
         for field in ("reward_choices", "p_terminate_choices", "p_respawn_choices",
-                      "max_steps_choices"):
+                      "max_steps_choices", "step_cost_choices"):
             if len(getattr(self, field)) == 0:
                 raise ValueError(f"{field} must not be empty")
         for field in ("p_terminate_choices", "p_respawn_choices"):
             bad = [p for p in getattr(self, field) if not 0.0 <= p <= 1.0]
             if bad:
                 raise ValueError(f"{field} has values outside [0, 1]: {bad}")
+        if any(c < 0 for c in self.step_cost_choices):
+            raise ValueError(f"step_cost_choices must be >= 0 (a cost), got {self.step_cost_choices}")
         if not 0.0 <= self.wall_density <= 1.0:
             raise ValueError(f"wall_density must be in [0, 1], got {self.wall_density}")
         if any(m < 1 for m in self.max_steps_choices):
@@ -318,6 +324,12 @@ def sample_level(key: jax.Array, dist: LevelDistribution, family: str = "train")
     else:
         random_placement = jnp.bool_(dist.placement == "random")
     max_steps = pick(np.asarray(dist.max_steps_choices, np.int32), u["max_steps"][0])
+    # Drawn apart from `u_all`, so that distributions without costs draw the levels they always did.
+    step_cost = jnp.float32(0.0)
+    if any(dist.step_cost_choices):
+        step_cost = pick(np.asarray(dist.step_cost_choices, np.float32),
+                         jax.random.uniform(jax.random.fold_in(key, 1), minval=1e-12, maxval=1.0))
+        kind_reward = jnp.where(step_cost > 0, 0.0, kind_reward)
 
     return GridParams(
         walls=walls,
@@ -331,4 +343,5 @@ def sample_level(key: jax.Array, dist: LevelDistribution, family: str = "train")
         obj_pos=obj_pos,
         random_placement=random_placement,
         max_steps_in_episode=max_steps.astype(jnp.int32),
+        step_reward=-step_cost,
     )

@@ -85,7 +85,7 @@ def _grid_mdp(env: GridWorld, params: GridParams) -> TabularMDP:
         target = np.clip(r2, 0, H - 1) * W + np.clip(c2, 0, W - 1)
         moved = np.where(inside & ~walls[target], target, np.arange(C))[cell]  # [S]
         hit = present & (obj_cell[None, :] == moved[:, None]) & active[None, :] & collect
-        R[:, a] = hit @ reward
+        R[:, a] = hit @ reward + float(params.step_reward)
         T[:, a] = hit @ p_term
         after = bits & ~(hit @ bit)
         q = p_resp[None, :] * absent * (obj_cell[None, :] != moved[:, None])  # [S, N]

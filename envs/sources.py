@@ -8,7 +8,9 @@ agents); "generated_vector" draws the training family seen as a vector (one-hot 
 presence bits: the same state, for MLP agents); "generated_sparse_vector" draws one-goal levels
 with 10-step episodes (`SPARSE_DISTRIBUTION`, rare rewards; whatever `distribution` is passed)
 from the same training descriptors, seen as a vector; "generated_sparse_long_vector" the same
-levels with 40-step episodes (`SPARSE_LONG_DISTRIBUTION`).
+levels with 40-step episodes (`SPARSE_LONG_DISTRIBUTION`); "generated_sparse_long_cost_vector" those
+levels, half of them cost levels (`SPARSE_LONG_COST_DISTRIBUTION`: the goal pays nothing, every step
+costs 0.03 or 0.1).
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ SPARSE_DISTRIBUTION = LevelDistribution(
 # so an agent learns them only through what y carries across the rollout boundary (the credit a
 # corridor with a far goal asks of network agents).
 SPARSE_LONG_DISTRIBUTION = dataclasses.replace(SPARSE_DISTRIBUTION, max_steps_choices=(40,))
+# The same levels, but half of them cost levels (LevelDistribution): the goal pays nothing and every
+# step costs 0.03 or 0.1, so reaching the goal sooner is all that is worth anything (up to -1.2 or
+# -4 in 40 steps). No other source has a reward that is only ever negative; rules meta-trained
+# without one left agents at the uniform policy on such a task at three meta-seeds of five
+# (`envs.transfer`'s step_cost_grid, results/lpg/transfer/).
+SPARSE_LONG_COST_DISTRIBUTION = dataclasses.replace(SPARSE_LONG_DISTRIBUTION, step_cost_choices=(0.0, 0.0, 0.03, 0.1))
 # The level generator's sources: name -> (distribution, observation mode). A None distribution is
 # the one passed to `level_sampler` (DEFAULT_DISTRIBUTION unless given); None obs mode: the state index.
 _GENERATED_SOURCES = {
@@ -49,6 +57,7 @@ _GENERATED_SOURCES = {
     "generated_vector_heldout": (None, "vector"),
     "generated_sparse_vector": (SPARSE_DISTRIBUTION, "vector"),
     "generated_sparse_long_vector": (SPARSE_LONG_DISTRIBUTION, "vector"),
+    "generated_sparse_long_cost_vector": (SPARSE_LONG_COST_DISTRIBUTION, "vector"),
 }
 GENERATED = tuple(_GENERATED_SOURCES)
 

@@ -253,6 +253,28 @@ def test_sparse_source_draws_one_goal_levels_of_the_training_family_only(name, m
     assert drawn and drawn.isdisjoint(held)
 
 
+def test_cost_source_draws_the_same_levels_half_of_them_cost_levels():
+    """generated_sparse_long_cost_vector: the levels of generated_sparse_long_vector under the same keys,
+    but for rewards: about half of them cost levels (goal pays 0, step reward -0.03 or -0.1), the rest as
+    before (goal pays 1, no step reward)."""
+    from envs.sources import level_sampler
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 256)
+    plain = jax.vmap(level_sampler("generated_sparse_long_vector")[1])(keys)
+    cost = jax.vmap(level_sampler("generated_sparse_long_cost_vector")[1])(keys)
+    for field in ("walls", "height", "width", "obj_pos", "obj_p_terminate", "max_steps_in_episode"):
+        np.testing.assert_array_equal(getattr(plain, field), getattr(cost, field))
+    np.testing.assert_array_equal(plain.step_reward, 0.0)
+    step = np.asarray(cost.step_reward)
+    assert set(np.unique(step).tolist()) == {np.float32(-0.1), np.float32(-0.03), 0.0}
+    assert 0.35 < np.mean(step < 0) < 0.65
+    goal = np.asarray(cost.obj_reward)[:, 0]
+    np.testing.assert_array_equal(goal[step < 0], 0.0)
+    np.testing.assert_array_equal(goal[step == 0], 1.0)
+    with pytest.raises(ValueError, match="step_cost_choices"):
+        LevelDistribution(step_cost_choices=(-0.1,))
+
+
 def test_vmap_over_heterogeneous_levels_matches_single_runs_and_is_seeded():
     specs = [
         LevelSpec(5, 5, ((1.0, 0.2, 0.1), (-1.0, 0.5, 0.5)), placement="random", max_steps=7),

@@ -165,3 +165,31 @@ def test_random_placement_is_rejected():
         tabular_mdp(env, params)
     with pytest.raises(ValueError, match="gamma must be in"):
         value_iteration(tabular_mdp(*corridor((1.0, 1.0, 0.0))), 1.0)
+
+
+def test_cost_level_pays_only_its_step_cost_and_plans_exactly():
+    """A cost level of the generator (goal pays 0, every step -c): the JAX env pays -c on every step,
+    and the exact uniform-policy episode return matches a Monte Carlo of the env; the optimal policy's
+    return is -c times the steps of a shortest route, far above the uniform policy's."""
+    from envs.levels import sample_level
+    from envs.sources import SPARSE_LONG_COST_DISTRIBUTION as dist
+
+    levels = jax.vmap(lambda k: sample_level(k, dist))(jax.random.split(KEY, 64))
+    i = int(np.flatnonzero(np.asarray(levels.step_reward) < -0.05)[0])  # a level costing 0.1 per step
+    params = jax.tree.map(lambda x: x[i], levels)
+    env = dist.env("vector")
+    mdp = tabular_mdp(env, params)
+    horizon, n = int(params.max_steps_in_episode), 8192
+    expected = episode_return(mdp, np.full((mdp.num_states, 9), 1 / 9), horizon)
+    actions = jax.random.randint(KEY, (n, horizon), 0, 9)
+    _, r, term, trunc, _ = batched_rollout(
+        env, jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), params),
+        jax.random.split(KEY, n), actions)
+    done_before = np.cumsum(np.asarray(term | trunc), axis=1) - np.asarray(term | trunc)
+    alive = done_before == 0
+    np.testing.assert_allclose(np.asarray(r)[alive], -0.1, rtol=1e-6)  # the goal pays nothing
+    returns = np.sum(np.where(alive, np.asarray(r), 0.0), axis=1)
+    stderr = returns.std() / np.sqrt(n)
+    assert abs(returns.mean() - expected) < 4 * stderr, (returns.mean(), expected, stderr)
+    best = optimal_episode_return(env, params, 0.995, horizon)
+    assert -0.1 * horizon < expected < best < 0  # reaching the goal sooner is what pays

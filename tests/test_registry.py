@@ -16,10 +16,11 @@ CHAINS = ["chain_short", "chain_long", "chain_short_noisy", "chain_long_noisy",
           "chain_distraction", "chain_medium", "chain_heldout"]
 
 
-def test_names_are_the_paper_environments_and_the_task_distributions():
-    import envs  # registers the RL² task distributions
+def test_names_are_the_paper_environments_the_task_distributions_and_the_transfer_checks():
+    import envs  # registers the RL² task distributions and envs.transfer
 
-    assert set(envs.names()) == set(GRIDS + CHAINS) | {"bandit_beta", "bandit_swapped", "hidden_goal"}
+    assert set(envs.names()) == set(GRIDS + CHAINS) | {"bandit_beta", "bandit_swapped", "hidden_goal"} | {
+        "keydoor", "keydoor_reward10", "noisy_contexts", "step_cost_grid"}
 
 
 @pytest.mark.parametrize("name", GRIDS)

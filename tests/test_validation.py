@@ -1,6 +1,7 @@
 """Choosing a run's rule by a validation set: the set shares nothing with the suite, and the
 selection picks the snapshot that solves the validation chains over one that does not."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -68,18 +69,28 @@ def test_selection_picks_the_snapshot_that_solves_the_validation_chains(tmp_path
 def test_preset_selection_recipes_parse(tmp_path):
     """meta_train tells users to run `select_rule RUN <SELECT_ARGS[preset]>`: each recipe must name a
     meta-training preset and be accepted by select_rule as written; `cpu`'s must reproduce the
-    settings recorded with the committed rules it made (results/lpg/selected/rules/)."""
+    settings recorded with the committed rules it made (results/lpg/selected/annealnt3k/rules/), and
+    `cpu_flat_entropy`'s those of the rules committed before (results/lpg/selected/rules/); each preset,
+    at the rule's seed, is the config those rules were meta-trained with."""
+    from lpg.runs import config_to_dict
+
     (tmp_path / "config.json").write_text("{}")
     for preset, recipe in SELECT_ARGS.items():
         assert preset in META_PRESETS, preset
         select_rule.parse_args([str(tmp_path), *recipe.split()])
-    committed = ROOT / "results" / "lpg" / "selected" / "rules"
-    args = select_rule.parse_args([str(tmp_path), *SELECT_ARGS["cpu"].split()])
-    for seed in ("seed0", "seed3"):
-        selection = json.loads((committed / seed / "selection.json").read_text())
-        run_config = json.loads((committed / seed / "config.json").read_text())
-        assert select_rule.settings_record(args, run_config) == selection["settings"], seed
-        assert selection["step"] % args.every == 0
+    selected = ROOT / "results" / "lpg" / "selected"
+    for preset, committed in (("cpu", selected / "annealnt3k" / "rules"), ("cpu_flat_entropy", selected / "rules")):
+        args = select_rule.parse_args([str(tmp_path), *SELECT_ARGS[preset].split()])
+        for seed in (0, 3):
+            folder = committed / f"seed{seed}"
+            selection = json.loads((folder / "selection.json").read_text())
+            run_config = json.loads((folder / "config.json").read_text())
+            assert select_rule.settings_record(args, run_config) == selection["settings"], folder
+            assert selection["step"] % args.every == 0
+            preset_config = json.loads(json.dumps(config_to_dict(dataclasses.replace(META_PRESETS[preset], seed=seed))))
+            defaults = {f.name: f.default for f in dataclasses.fields(META_PRESETS[preset])}
+            added_since = {k for k in set(preset_config) - set(run_config) if preset_config[k] == defaults[k]}
+            assert {k: v for k, v in preset_config.items() if k not in added_since} == run_config, (preset, seed)
 
 
 def test_wait_holds_on_a_run_extended_after_it_finished(tmp_path):
