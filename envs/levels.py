@@ -131,8 +131,9 @@ class LevelDistribution:
     (a fair coin per level). A step cost from `step_cost_choices` (default: none): a level
     drawn with a cost c > 0 is a *cost level*, whose objects pay nothing (they still end the
     episode with their p_terminate) while every step pays -c, so only ending the episode sooner
-    is worth anything (as in MountainCar or Acrobot). `reserved_descriptors` are left out of the held-out family
-    (default: the named grids' descriptors); the train family does not depend on them.
+    is worth anything (as in MountainCar or Acrobot). `reserved_descriptors` are left out of the
+    held-out family (default: the named grids' descriptors); the train family does not depend on
+    them.
     """
 
     height_range: tuple[int, int] = (5, 11)
