@@ -46,7 +46,8 @@ SPARSE_LONG_DISTRIBUTION = dataclasses.replace(SPARSE_DISTRIBUTION, max_steps_ch
 # step costs 0.03 or 0.1, so reaching the goal sooner is all that is worth anything (up to -1.2 or
 # -4 in 40 steps). No other source has a reward that is only ever negative; rules meta-trained
 # without one left agents at the uniform policy on such a task at three meta-seeds of five
-# (`envs.transfer`'s step_cost_grid, results/lpg/transfer/).
+# (`envs.transfer`'s step_cost_grid). Tried in place of generated_sparse_long_vector (session 26,
+# results/lpg/transfer/README.md): every seed then solves that task, but two of three lose DeepSea.
 SPARSE_LONG_COST_DISTRIBUTION = dataclasses.replace(SPARSE_LONG_DISTRIBUTION, step_cost_choices=(0.0, 0.0, 0.03, 0.1))
 # The level generator's sources: name -> (distribution, observation mode). A None distribution is
 # the one passed to `level_sampler` (DEFAULT_DISTRIBUTION unless given); None obs mode: the state index.
