@@ -10,7 +10,9 @@ with 10-step episodes (`SPARSE_DISTRIBUTION`, rare rewards; whatever `distributi
 from the same training descriptors, seen as a vector; "generated_sparse_long_vector" the same
 levels with 40-step episodes (`SPARSE_LONG_DISTRIBUTION`); "generated_sparse_long_cost_vector" those
 levels, half of them cost levels (`SPARSE_LONG_COST_DISTRIBUTION`: the goal pays nothing, every step
-costs 0.03 or 0.1).
+costs 0.03 or 0.1); "generated_map" and "generated_map_heldout" the two families with objects
+re-placed every episode (`RANDOM_PLACEMENT_DISTRIBUTION`, the paper's random grids), seen as
+binary maps (conv agents).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ SPARSE_LONG_DISTRIBUTION = dataclasses.replace(SPARSE_DISTRIBUTION, max_steps_ch
 # (`envs.transfer`'s step_cost_grid). Tried in place of generated_sparse_long_vector (session 26,
 # results/lpg/transfer/README.md): every seed then solves that task, but two of three lose DeepSea.
 SPARSE_LONG_COST_DISTRIBUTION = dataclasses.replace(SPARSE_LONG_DISTRIBUTION, step_cost_choices=(0.0, 0.0, 0.03, 0.1))
+# Object positions re-drawn every episode (the paper's random grids) over the generator's levels, seen
+# as binary maps [agent, walls, one channel per kind]: the source for conv agents, whose inputs are
+# like MinAtar's frames. Same descriptors and split as DEFAULT_DISTRIBUTION.
+RANDOM_PLACEMENT_DISTRIBUTION = dataclasses.replace(DEFAULT_DISTRIBUTION, placement="random")
 # The level generator's sources: name -> (distribution, observation mode). A None distribution is
 # the one passed to `level_sampler` (DEFAULT_DISTRIBUTION unless given); None obs mode: the state index.
 _GENERATED_SOURCES = {
@@ -59,6 +65,8 @@ _GENERATED_SOURCES = {
     "generated_sparse_vector": (SPARSE_DISTRIBUTION, "vector"),
     "generated_sparse_long_vector": (SPARSE_LONG_DISTRIBUTION, "vector"),
     "generated_sparse_long_cost_vector": (SPARSE_LONG_COST_DISTRIBUTION, "vector"),
+    "generated_map": (RANDOM_PLACEMENT_DISTRIBUTION, "map"),
+    "generated_map_heldout": (RANDOM_PLACEMENT_DISTRIBUTION, "map"),
 }
 GENERATED = tuple(_GENERATED_SOURCES)
 

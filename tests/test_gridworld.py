@@ -253,6 +253,26 @@ def test_sparse_source_draws_one_goal_levels_of_the_training_family_only(name, m
     assert drawn and drawn.isdisjoint(held)
 
 
+def test_map_sources_draw_the_generator_families_with_objects_replaced_each_episode():
+    """generated_map / generated_map_heldout: the generator's two families, objects re-drawn at every
+    reset (the paper's random grids), seen as binary maps with one agent cell."""
+    from envs.sources import level_sampler
+
+    key = jax.random.PRNGKey(3)
+    dist = LevelDistribution()
+    for name, held in (("generated_map", False), ("generated_map_heldout", True)):
+        env, sample = level_sampler(name)
+        levels = jax.vmap(sample)(jax.random.split(key, 32))
+        assert env.obs_mode == "map" and np.all(np.asarray(levels.random_placement))
+        np.testing.assert_array_equal(np.asarray(jax.vmap(lambda p: is_heldout(p, dist))(levels)), held)
+        level = jax.tree.map(lambda x: x[0], levels)
+        obs, states = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, 16), level)
+        assert obs.shape[1:] == env.observation_space(level).shape
+        np.testing.assert_array_equal(np.asarray(obs[:, 0]).sum((1, 2)), 1.0)  # one agent cell
+        # Positions differ between resets of one level (fixed placement would repeat them).
+        assert len({tuple(c) for c in np.asarray(states.obj_cell)}) > 1
+
+
 def test_cost_source_draws_the_same_levels_half_of_them_cost_levels():
     """generated_sparse_long_cost_vector: the levels of generated_sparse_long_vector under the same keys,
     but for rewards: about half of them cost levels (goal pays 0, step reward -0.03 or -0.1), the rest as
