@@ -1,12 +1,20 @@
-"""Ad hoc: policy entropy and pi_hat statistics over one LPG lifetime on a MinAtar game."""
-import sys, json
-import jax, jax.numpy as jnp, numpy as np, distrax
-from lpg import evaluate as ev_lib, learner as learner_lib, update_rule
-from lpg.inner import make_lpg_agent, make_lpg_learner, Hypers
-from lpg.learner import Learner
-from experiments.evaluate import run_config
+"""Ad hoc (session 27): one LPG lifetime on a game, with per-update means over ten windows of the
+policy's entropy, the push π̂ as used (its sd and the rule's mean), |y| and |ŷ|, the reward, and the
+correlation of π̂ with the discounted reward-to-go inside the rollout.
+
+    python results/minatar/annealnt3k/diag/diag.py RULE.msgpack GAME ADAM_LR UPDATES   # 64 envs x 20 steps, γ 0.995, α_y 0.5
+"""
+import sys
 from pathlib import Path
-import flax.serialization
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lpg import evaluate as ev_lib, learner as learner_lib, update_rule
+from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
+from lpg.learner import Learner
 
 rule_path = Path(sys.argv[1]); game = sys.argv[2]; lr = float(sys.argv[3]); updates = int(sys.argv[4])
 rule_params, rule_config = update_rule.load_rule(rule_path)
