@@ -560,6 +560,9 @@ def raw_table(results: dict) -> str:
                 notes.append(f"{rep['non_finite_lifetimes']} non-finite")
             if rep["lifetimes_without_final_episode"]:
                 notes.append(f"{rep['lifetimes_without_final_episode']} without a final episode")
+            off = rep.get("inactive_units_mean")  # absent in results written before session 28
+            if off is not None and off >= ev_lib.INACTIVE_NOTE:
+                notes.append(f"{off:.0%} of hidden units off")
             cells.append(text + (f" ({', '.join(notes)})" if notes else ""))
         mean = lambda xs: None if not xs or None in xs else float(np.mean(xs))  # noqa: E731
         lines.append(f"| {name} | {fmt(mean(ref['random']))} | {fmt(mean(ref['optimal']))} | " + " | ".join(cells) + " |")
@@ -608,8 +611,14 @@ def summary(results: dict) -> str:
     chains = chain_table(results)
     if chains:
         parts += ["", "## Chains", "", chains]
-    parts += ["", "## Final returns (mean over lifetimes) and references", "", raw_table(results),
-              "", "## Learning rates (chosen on selection lifetimes: same levels, other seeds)", "",
+    parts += ["", "## Final returns (mean over lifetimes) and references", "", raw_table(results)]
+    if any((rep.get("inactive_units_mean") or 0.0) >= ev_lib.INACTIVE_NOTE
+           for r in results["envs"].values() for rep in r["learners"].values()):
+        parts += ["", "\"Hidden units off\": the share of the agent network's last hidden layer that is 0 on every "
+                  "observation of a lifetime's final batch, mean over lifetimes, where it is at least "
+                  f"{ev_lib.INACTIVE_NOTE:.0%} (ReLU units that no input activates get no gradient; at 100% the policy "
+                  "no longer depends on the state: a learning rate too high for the network?)."]
+    parts += ["", "## Learning rates (chosen on selection lifetimes: same levels, other seeds)", "",
               selection_table(results), ""]
     return "\n".join(parts)
 

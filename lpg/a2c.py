@@ -119,12 +119,17 @@ class A2CState:
     opt_state: Any
 
 
+def actor_critic_network(env, env_params, config):
+    """The network of A2C and PPO (`config`: A2CConfig or PPOConfig): logits and v(s), aux size 1."""
+    return agents.make_agent(env, env_params, aux_size=1, kind=config.agent, hidden=config.hidden)
+
+
 def make_a2c(env, env_params, config: A2CConfig = A2CConfig(), learning_rate=None) -> Learner:
     """An A2C learner for `env` (tabular, MLP or conv agent chosen from its observations).
 
     `learning_rate` replaces `config.learning_rate`; it may be a traced scalar, so one compiled
     program serves several rates (evaluation selects among them)."""
-    network = agents.make_agent(env, env_params, aux_size=1, kind=config.agent, hidden=config.hidden)
+    network = actor_critic_network(env, env_params, config)
     learning_rate = config.learning_rate if learning_rate is None else learning_rate
     optimizer = make_optimizer(config.optimizer, learning_rate, config.max_grad_norm)
     obs0, _ = env.reset(jax.random.PRNGKey(0), env_params)

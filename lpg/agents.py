@@ -5,15 +5,18 @@ for LPG agents (size m). Tables start at π uniform and aux = 0; networks near �
 policy head of scale 0.01) with the aux head at random, or at 0 with `zero_aux`. Torsos: a
 table for integer (tabular) observations, an MLP for vectors, a small conv net for image-like
 maps. Every agent maps ONE observation to `(logits [A], aux [k])`; batching is done with vmap by
-the caller.
+the caller. Network torsos sow their last hidden layer (after its ReLU) as `FEATURES` into the
+"intermediates" collection; `inactive_units` reads it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import chex
 import flax.linen as nn
 import gymnax.environments.spaces as spaces
+import jax
 import jax.numpy as jnp
 
 
@@ -33,6 +36,7 @@ class TabularAgent(nn.Module):
 
 
 AUX_INITS = ("lecun", "zeros")
+FEATURES = "features"
 
 
 def _aux_head(aux_size: int, zero: bool) -> nn.Dense:
@@ -51,6 +55,7 @@ class MLPAgent(nn.Module):
         h = jnp.reshape(obs, (-1,)).astype(jnp.float32)
         for width in self.hidden:
             h = nn.relu(nn.Dense(width)(h))
+        self.sow("intermediates", FEATURES, h)
         logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))(h)
         aux = _aux_head(self.aux_size, self.zero_aux)(h)
         return logits, aux
@@ -97,12 +102,30 @@ class ConvAgent(nn.Module):
             x = jnp.moveaxis(x, 0, -1)
         x = nn.relu(self.conv(self.channels, (3, 3), name="Conv_0")(x))  # nn.Conv's parameter names
         h = nn.relu(nn.Dense(self.hidden)(x.reshape(-1)))
+        self.sow("intermediates", FEATURES, h)
         logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01))(h)
         aux = _aux_head(self.aux_size, self.zero_aux)(h)
         return logits, aux
 
 
 AGENT_KINDS = ("auto", "tabular", "mlp", "conv")
+
+
+def inactive_units(network: nn.Module, params, obs: chex.Array) -> chex.Array:
+    """Share of the torso's last hidden units that are 0 on every observation of `obs` [N, ...].
+
+    A ReLU unit that no input activates gets no gradient and stays off (a "dead" unit); with all of
+    them off, π no longer depends on the state. A high learning rate can switch most of a network's
+    units off within a few updates (results/minatar/README.md, session 28). nan for a table.
+    """
+    def features(o):
+        _, variables = network.apply(params, o, mutable=["intermediates"])
+        return variables.get("intermediates", {}).get(FEATURES)
+
+    h = jax.vmap(features)(obs)
+    if h is None:  # no hidden units (a table)
+        return jnp.float32(jnp.nan)
+    return jnp.mean(jnp.all(h[0] <= 0.0, axis=0).astype(jnp.float32))
 
 
 def make_agent(env, env_params, aux_size: int, kind: str = "auto", hidden: int = 64,

@@ -55,7 +55,8 @@ from envs import registry
 from envs.check import check_user_env
 from envs.chain import CHAIN_KINDS, DelayedChain
 from envs.sources import GENERATED, generated_family, level_sampler, source_names
-from lpg.a2c import A2CConfig, make_a2c
+from lpg import agents
+from lpg.a2c import A2CConfig, actor_critic_network, make_a2c
 from lpg.inner import Hypers, make_lpg_agent, make_lpg_learner
 from lpg.learner import Learner, learning_curve, make_train
 from lpg.ppo import PPOConfig, make_ppo
@@ -80,18 +81,25 @@ class LifetimeConfig:
 
 
 # ------------------------------------------------------------------------------ lifetimes
-def make_lifetimes(env, make_learner: Callable[[Any], Learner], config: LifetimeConfig, return_state: bool = False):
+def make_lifetimes(env, make_learner: Callable[[Any], Learner], config: LifetimeConfig, return_state: bool = False,
+                   network=None):
     """A jitted `(levels, learner_args, key) -> metrics` with leaves [levels, seeds, updates]
     (`-> (final TrainState [levels, seeds, ...], metrics)` with `return_state`).
 
     `levels` are env params stacked on a leading axis; `make_learner(learner_args)` builds the
     learner from (possibly traced) arguments, e.g. rule parameters and `Hypers`; it may have
-    been built against any one level of `env` (that fixes only observation shapes).
+    been built against any one level of `env` (that fixes only observation shapes). With the
+    learner's `network` (lpg.agents), metrics also hold "inactive_units" [levels, seeds]: the share
+    of its torso's units off on all of the final batch's observations (`agents.inactive_units`).
     """
 
     def one_lifetime(env_params, learner_args, key):
-        train = make_train(env, env_params, make_learner(learner_args), config.num_envs, config.rollout_len)
+        learner = make_learner(learner_args)
+        train = make_train(env, env_params, learner, config.num_envs, config.rollout_len)
         state, metrics = train.run(train.init(key), config.num_updates)
+        if network is not None:
+            metrics = {**metrics, "inactive_units": agents.inactive_units(
+                network, learner.policy_params(state.learner), state.rollout.obs)}
         return (state, metrics) if return_state else metrics
 
     @jax.jit
@@ -480,7 +488,8 @@ def lpg_lifetimes(ev: EvalEnv, rule_config: RuleConfig, settings: AgentSettings,
     for any rule of `rule_config`."""
     agent = make_lpg_agent(ev.env, ev.level(0), rule_config, agent=settings.agent, optimizer=settings.optimizer,
                            hidden=settings.hidden)
-    return make_lifetimes(ev.env, lambda args: make_lpg_learner(agent, *args), config, return_state=True)
+    return make_lifetimes(ev.env, lambda args: make_lpg_learner(agent, *args), config, return_state=True,
+                          network=agent.network)
 
 
 def a2c_lifetimes(ev: EvalEnv, settings: AgentSettings, config: LifetimeConfig):
@@ -489,7 +498,7 @@ def a2c_lifetimes(ev: EvalEnv, settings: AgentSettings, config: LifetimeConfig):
     a2c_config = dataclasses.replace(settings.a2c, num_envs=config.num_envs, rollout_len=config.rollout_len)
     example = ev.level(0)
     return make_lifetimes(ev.env, lambda lr: make_a2c(ev.env, example, a2c_config, learning_rate=lr), config,
-                          return_state=True)
+                          return_state=True, network=actor_critic_network(ev.env, example, a2c_config))
 
 
 def ppo_lifetimes(ev: EvalEnv, settings: AgentSettings, config: LifetimeConfig):
@@ -502,7 +511,7 @@ def ppo_lifetimes(ev: EvalEnv, settings: AgentSettings, config: LifetimeConfig):
                          f"into minibatches)") from None
     example = ev.level(0)
     return make_lifetimes(ev.env, lambda lr: make_ppo(ev.env, example, ppo_config, learning_rate=lr), config,
-                          return_state=True)
+                          return_state=True, network=actor_critic_network(ev.env, example, ppo_config))
 
 
 def uniform_random_learner(env, env_params) -> Learner:
@@ -580,10 +589,14 @@ class RuleUnderTest(NamedTuple):
     learning_rates: LearningRates
 
 
+INACTIVE_NOTE = 0.9  # logs and summaries note networks that end with at least this share of hidden units off
+
+
 class _Run(NamedTuple):
     final: np.ndarray  # [L, S] final returns (nan: no episode ended in the last 10%)
     finite: np.ndarray  # [L, S] lifetimes whose state and returns stayed finite
     metrics: dict
+    inactive: np.ndarray | None = None  # [L, S] share of the torso's units off at the end (nan: a table)
 
 
 def run_candidate(lifetimes, levels, args, key, config: LifetimeConfig) -> _Run:
@@ -592,7 +605,14 @@ def run_candidate(lifetimes, levels, args, key, config: LifetimeConfig) -> _Run:
     state, metrics = lifetimes(levels, args, key)
     finite = finite_lifetimes(state, metrics)
     metrics = jax.device_get(metrics)
-    return _Run(summarise(metrics, config)["final"], finite, metrics)
+    inactive = metrics.pop("inactive_units", None)
+    return _Run(summarise(metrics, config)["final"], finite, metrics, inactive)
+
+
+def inactive_note(run: _Run) -> str:
+    """The log's note on a run whose networks end mostly off (at least INACTIVE_NOTE), else empty."""
+    off = None if run.inactive is None else nanmean(run.inactive)
+    return f", {off:.0%} of hidden units off" if off is not None and off >= INACTIVE_NOTE else ""
 
 
 def selection_key(run: _Run, refs: References | None) -> tuple[int, float]:
@@ -639,7 +659,7 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
     a2c_lr, a2c_trials = select("A2C", a2c, a2c_rates.for_env(ev.tabular), lambda lr: jnp.float32(lr))
     runs, trials, chosen = {}, {"A2C": a2c_trials}, {"A2C": a2c_lr}
     runs["A2C"] = run_candidate(a2c, ev.levels, jnp.float32(a2c_lr), k_run, config)
-    say(f"A2C lr {a2c_lr:g}: mean final return {nanmean(runs['A2C'].final):.3f}")
+    say(f"A2C lr {a2c_lr:g}: mean final return {nanmean(runs['A2C'].final):.3f}{inactive_note(runs['A2C'])}")
     if refs is None:  # 1 = the best A2C on the selection lifetimes (its reported ones if it had one rate)
         random_metrics = jax.device_get(random_lifetimes(ev, config)(ev.levels, (), k_random))
         refs = sampled_references(lifetime_mean_returns(random_metrics), a2c_trials.get(a2c_lr, runs["A2C"]).final,
@@ -649,7 +669,8 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
         ppo = ppo_lifetimes(ev, settings, config)
         chosen["PPO"], trials["PPO"] = select("PPO", ppo, ppo_rates.for_env(ev.tabular), lambda lr: jnp.float32(lr))
         runs["PPO"] = run_candidate(ppo, ev.levels, jnp.float32(chosen["PPO"]), k_run, config)
-        say(f"PPO lr {chosen['PPO']:g}: mean final return {nanmean(runs['PPO'].final):.3f}")
+        say(f"PPO lr {chosen['PPO']:g}: mean final return {nanmean(runs['PPO'].final):.3f}"
+            f"{inactive_note(runs['PPO'])}")
     compiled = {}
     for rule in rules:
         if rule.config not in compiled:
@@ -659,7 +680,8 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
         chosen[rule.label], trials[rule.label] = select(rule.label, lpg, rule.learning_rates.for_env(ev.tabular),
                                                         make_args)
         runs[rule.label] = run_candidate(lpg, ev.levels, make_args(chosen[rule.label]), k_run, config)
-        say(f"{rule.label} lr {chosen[rule.label]:g}: mean final return {nanmean(runs[rule.label].final):.3f}")
+        say(f"{rule.label} lr {chosen[rule.label]:g}: mean final return {nanmean(runs[rule.label].final):.3f}"
+            f"{inactive_note(runs[rule.label])}")
 
     lengths = ev.chain_lengths
     learners = {}
@@ -683,6 +705,9 @@ def evaluate_env(ev: EvalEnv, rules: Sequence[RuleUnderTest], a2c_rates: Learnin
             "lifetimes": int(run.final.size),
             "lifetimes_without_final_episode": int((~np.isfinite(run.final)).sum()),
             "non_finite_lifetimes": int((~run.finite).sum()),
+            # [levels][seeds] share of the torso's hidden units off on the last batch (None: a table)
+            "inactive_units": None if run.inactive is None else json_numbers(run.inactive),
+            "inactive_units_mean": None if run.inactive is None else json_number(nanmean(run.inactive)),
             "curve_env_steps": ((np.arange(mean.size) + 1) * s["updates_per_point"] * config.steps_per_update).tolist(),
             "curve_mean": json_numbers(mean),
             "curve_band95": [json_numbers(low), json_numbers(high)],  # [low, high] per point

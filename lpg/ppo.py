@@ -26,7 +26,8 @@ import rlax
 from flax import struct
 
 from lpg import agents
-from lpg.a2c import actor_critic_checks, actor_critic_policy, lambda_returns, make_optimizer, normalise_advantages
+from lpg.a2c import (actor_critic_checks, actor_critic_network, actor_critic_policy, lambda_returns, make_optimizer,
+                     normalise_advantages)
 from lpg.config import validate
 from lpg.learner import Learner
 from lpg.rollout import Trajectory
@@ -88,7 +89,7 @@ class PPOState:
 def make_ppo(env, env_params, config: PPOConfig = PPOConfig(), learning_rate=None) -> Learner:
     """A PPO learner for `env` (tabular, MLP or conv agent chosen from its observations), with the
     engine's policy of A2C. `learning_rate` replaces `config.learning_rate` (may be traced)."""
-    network = agents.make_agent(env, env_params, aux_size=1, kind=config.agent, hidden=config.hidden)
+    network = actor_critic_network(env, env_params, config)
     learning_rate = config.learning_rate if learning_rate is None else learning_rate
     optimizer = make_optimizer(config.optimizer, learning_rate, config.max_grad_norm)
     obs0, _ = env.reset(jax.random.PRNGKey(0), env_params)

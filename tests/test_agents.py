@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lpg.agents import ConvAgent, MatmulConv
+from lpg.agents import ConvAgent, MatmulConv, MLPAgent, TabularAgent, inactive_units
 
 
 @pytest.mark.parametrize("kernel_size,shape", [((3, 3), (10, 10, 4)), ((2, 2), (5, 7, 3)), ((1, 3), (4, 6, 2))])
@@ -57,3 +57,32 @@ def test_make_agent_names_the_allowed_aux_inits():
     assert make_agent(env, params, aux_size=2, aux_init="zeros").zero_aux
     with pytest.raises(ValueError, match="lecun"):
         make_agent(env, params, aux_size=2, aux_init="orthogonal")
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_inactive_units_counts_the_torso_units_no_observation_switches_on(kind):
+    shape = (24,) if kind == "mlp" else (5, 5, 3)
+    net = MLPAgent(num_actions=3, aux_size=2) if kind == "mlp" else ConvAgent(num_actions=3, aux_size=2)
+    obs = jax.random.uniform(jax.random.PRNGKey(0), (16,) + shape)
+    params = net.init(jax.random.PRNGKey(1), obs[0])
+    last = "Dense_1" if kind == "mlp" else "Dense_0"  # the torso's last hidden layer
+    kernel, bias = params["params"][last]["kernel"], params["params"][last]["bias"]
+    # Direct: the layer's input by hand, then the units whose pre-activation is <= 0 on all 16 inputs.
+    if kind == "mlp":
+        x = jax.nn.relu(obs @ params["params"]["Dense_0"]["kernel"] + params["params"]["Dense_0"]["bias"])
+    else:
+        conv = jax.vmap(lambda o: MatmulConv(16).apply({"params": params["params"]["Conv_0"]}, o))(obs)
+        x = jax.nn.relu(conv).reshape(16, -1)
+    expected = np.mean(np.all(np.asarray(x @ kernel + bias) <= 0, axis=0))
+    assert 0.0 < inactive_units(net, params, obs) < 1.0  # a fresh net: some units on, some off
+    np.testing.assert_allclose(inactive_units(net, params, obs), expected, atol=1e-6)
+    # Half the units' biases far below any input's reach: exactly that half is off.
+    shut = bias.at[::2].set(-1e4).at[1::2].set(1e4)
+    shut_params = {"params": {**params["params"], last: {"kernel": kernel, "bias": shut}}}
+    np.testing.assert_allclose(inactive_units(net, shut_params, obs), 0.5)
+
+
+def test_inactive_units_of_a_table_is_nan():
+    table = TabularAgent(num_states=5, num_actions=2, aux_size=1)
+    obs = jnp.arange(5)
+    assert np.isnan(inactive_units(table, table.init(jax.random.PRNGKey(0), obs[0]), obs))

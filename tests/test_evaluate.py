@@ -11,7 +11,7 @@ import pytest
 from envs.levels import NAMED_DESCRIPTORS, LevelDistribution, _descriptor_table, is_heldout, make_named_grid
 from envs.sources import level_sampler
 from experiments import analyse_y, evaluate as evaluate_cmd, lifetime_lengths
-from lpg import evaluate
+from lpg import agents, evaluate
 from lpg.update_rule import RuleConfig, init_rule, save_rule
 
 
@@ -124,6 +124,29 @@ def test_non_finite_lifetimes_are_found_in_the_state_and_the_returns():
     returns[1, 2, 4] = np.inf
     finite = evaluate.finite_lifetimes(type("State", (), {"learner": learner}), {"episode_return": returns})
     np.testing.assert_array_equal(finite, [[True, False, True], [True, True, False]])
+
+
+def test_lifetimes_report_the_hidden_units_off_in_the_final_networks():
+    """run_candidate's per-lifetime share equals agents.inactive_units on the final state's params and
+    observations; a table has none (nan)."""
+    config = evaluate.LifetimeConfig(num_updates=3, num_envs=8, rollout_len=5, num_seeds=2, curve_points=1)
+    settings = evaluate.AgentSettings("auto", "adam", 0.99, 0.5, evaluate_cmd.a2c_config(tabular=False))
+    ev = evaluate.eval_env("Catch-bsuite", 2, jax.random.PRNGKey(0))
+    lifetimes = evaluate.a2c_lifetimes(ev, settings, config)
+    run = evaluate.run_candidate(lifetimes, ev.levels, jnp.float32(3e-3), jax.random.PRNGKey(1), config)
+    state, _ = lifetimes(ev.levels, jnp.float32(3e-3), jax.random.PRNGKey(1))
+    net = agents.make_agent(ev.env, ev.level(0), aux_size=1)
+    for i in range(2):
+        for j in range(2):
+            one = jax.tree.map(lambda x: x[i, j], state)
+            direct = agents.inactive_units(net, one.learner.params, one.rollout.obs)
+            np.testing.assert_allclose(run.inactive[i, j], direct)
+    assert run.inactive.shape == (2, 2) and "inactive_units" not in run.metrics
+    chain = evaluate.eval_env("chain_heldout", 2, jax.random.PRNGKey(0))
+    table = evaluate.AgentSettings("tabular", "sgd", 0.99, 0.5, evaluate_cmd.a2c_config(tabular=True))
+    tab = evaluate.run_candidate(evaluate.a2c_lifetimes(chain, table, config), chain.levels, jnp.float32(20.0),
+                                 jax.random.PRNGKey(1), config)
+    assert tab.inactive.shape == (2, 2) and np.isnan(tab.inactive).all()
 
 
 def test_selection_prefers_rates_whose_lifetimes_stay_finite():
@@ -244,6 +267,7 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
         assert len(report["selection"]) == 2 and report["learning_rate"] in (10.0, 20.0, 40.0)
         assert report["non_finite_lifetimes"] == 0 and len(report["curve_mean"]) == 3
         assert sum(n for _, n in report["solved_by_length"].values()) == 3
+        assert report["inactive_units_mean"] is None  # tables have no hidden units
         # Chains pay ±1 at the end, random 0, optimal 1: the score is the final return.
         np.testing.assert_allclose(report["level_scores"], np.mean(np.asarray(report["final"], float), 1))
     iqm = results["suite_scores"]["A2C"]
@@ -320,6 +344,7 @@ def test_evaluate_command_on_a_network_agent(tiny_rule, tmp_path):
     assert catch["tabular"] is False and catch["single_level"] is True and catch["optimizer"] == "adam"
     assert catch["reference"]["kind"] == "best A2C"
     assert all(r["final_mean"] is not None for r in catch["learners"].values())
+    assert all(0.0 <= r["inactive_units_mean"] <= 1.0 for r in catch["learners"].values() if "final" in r)
     # One candidate each: no selection lifetimes, and 1 is A2C's own reported lifetimes.
     assert all(r["selection"] == {} for r in catch["learners"].values())
     # (One level copied: every group's reference is the mean over all of A2C's lifetimes.)
