@@ -37,7 +37,9 @@ Scores: 0 = the uniform random policy, 1 = the optimal policy (exact planning wh
 an exact MDP) or else the best A2C; seeds are averaged per level, the suite is summarised by the
 IQM over levels with stratified-bootstrap 95% intervals (levels resampled within environments),
 per meta-seed and pooled; chains also report the levels solved (score >= 0.9) by length, and every
-learner the lifetimes whose agent parameters or returns ended non-finite. See lpg/evaluate.py.
+learner the lifetimes whose agent parameters or returns ended non-finite and, for network agents,
+the share of hidden units left off at the end (noted where >= 90%: a rate too high can switch a
+network's units off for good). See lpg/evaluate.py.
 
 Writes OUT/results.json (all numbers), OUT/summary.md (the tables), OUT/suite.png (scores of every
 learner on the suite), learning curves OUT/curves.png and OUT/curves_<env>.png. OUT is --out, else --run-dir, else the
