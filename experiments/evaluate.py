@@ -76,7 +76,7 @@ from experiments.cli import (Parser, add_settings_args, check_rule_and_envs, ent
 from experiments.presets import A2C_PRESETS
 from lpg import evaluate as ev_lib
 from lpg.a2c import A2CConfig
-from lpg.agents import AUX_INITS
+from lpg.agents import AGENT_KINDS, AUX_INITS
 from lpg.config import validate
 from lpg.ppo import PPOConfig
 from lpg.runs import config_differences
@@ -128,8 +128,9 @@ def settings_for(ev: ev_lib.EvalEnv, args) -> ev_lib.AgentSettings:
         a2c = a2c_config(True)
         settings = ev_lib.AgentSettings("tabular", "sgd", args.discount, args.alpha_y, a2c)
     else:
-        a2c = dataclasses.replace(a2c_config(False), hidden=args.hidden)  # the same network as LPG's agents
-        settings = ev_lib.AgentSettings("auto", "adam", args.discount, args.alpha_y, a2c, hidden=args.hidden)
+        # The same network as LPG's agents: torso `args.network`, width `args.hidden`.
+        a2c = dataclasses.replace(a2c_config(False), hidden=args.hidden, agent=args.network)
+        settings = ev_lib.AgentSettings(args.network, "adam", args.discount, args.alpha_y, a2c, hidden=args.hidden)
     return dataclasses.replace(settings, ppo=ppo_config(a2c) if PPO in args.baselines else None)
 
 
@@ -198,6 +199,7 @@ class EvalSettings:
     ppo_lrs: tuple[float, ...] | None = None
     ppo_lrs_network: tuple[float, ...] | None = None
     hidden: int | None = None
+    network: str = "auto"  # torso of every network agent (LPG's and the baselines'): NETWORK_KINDS
     # How agents use the rules (RuleConfig fields that change no parameter): None keeps each rule's own.
     y_init: str | None = None
     pi_hat_baseline: str | None = None
@@ -216,11 +218,13 @@ class EvalSettings:
                 "levels", "seeds", "updates", "num_envs", "rollout_len", "curve_points", "bootstrap", "hidden")),
              "levels, seeds, updates, num_envs, rollout_len, curve_points, bootstrap and hidden must be >= 1"),
             (self.y_init is None or self.y_init in AUX_INITS, f"y_init must be one of {list(AUX_INITS)}"),
+            (self.network in NETWORK_KINDS, f"network must be one of {list(NETWORK_KINDS)}, got {self.network!r}"),
             (self.pi_hat_baseline is None or self.pi_hat_baseline in PI_HAT_BASELINES,
              f"pi_hat_baseline must be one of {list(PI_HAT_BASELINES)}"),
         ])
 
 
+NETWORK_KINDS = tuple(kind for kind in AGENT_KINDS if kind != "tabular")  # table environments always get tables
 RULE_USE_FIELDS = ("y_init", "pi_hat_baseline")  # EvalSettings fields that replace the rules' own
 
 EVAL_PRESETS = {
@@ -250,6 +254,8 @@ EVAL_HELP = {
     "ppo_lrs_network": "PPO's candidate rates for network agents (derived: "
                        + " ".join(f"{r:g}" for r in ev_lib.PPO_LEARNING_RATES.network) + ", spread to LPG's set size)",
     "hidden": "hidden width of network agents (derived: the rule's agent_hidden, else 64)",
+    "network": "torso of every network agent, LPG's and the baselines' alike: auto (conv for [H, W, C] maps such "
+               "as MinAtar's, else an MLP), mlp (maps flattened) or conv",
     "y_init": "how LPG network agents' y head starts, for every rule: lecun (at random) or zeros (y = 0 at every "
               "state) (derived: each rule's RuleConfig.y_init)",
     "pi_hat_baseline": "what LPG agents subtract from π̂, for every rule: " + ", ".join(PI_HAT_BASELINES)
@@ -376,6 +382,7 @@ def evaluate(args) -> dict:
         "lpg": {"discount": args.discount, "alpha_y": args.alpha_y,
                 "learning_rates": {label: dataclasses.asdict(r) for label, r in zip(labels, args.lpg_rates)}},
         "a2c_learning_rates": dataclasses.asdict(args.a2c_rates),
+        "networks": {"kind": args.network, "hidden": args.hidden},  # every learner's network agents
         **({"ppo_learning_rates": dataclasses.asdict(args.ppo_rates)} if args.ppo_rates is not None else {}),
         "baselines": list(args.baselines), "suite": list(args.envs), "warnings": warnings, "notes": args.notes, "pooled": pooled,
         "solved_threshold": ev_lib.SOLVED, "envs": {},
@@ -444,14 +451,19 @@ def from_results(argv: list[str]) -> None:
 
 # ------------------------------------------------------------------------------ resume
 PROGRESS = "progress.json"  # environments finished so far, with what they were run with
+NETWORK_DEFAULTS = {"kind": "auto", "hidden": 64}
 
 
 def fingerprint(args, results: dict) -> dict:
     """Everything the numbers depend on: the resolved settings and the rules' bytes."""
     rules = {label: hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] for label, path in results["rules"].items()}
     keys = ("rule_configs", "untrained_rule", "lifetime", "lpg", "a2c_learning_rates", "ppo_learning_rates")
+    # Network settings enter only away from their defaults, so that runs made before they were
+    # recorded still resume.
+    network = {k: v for k, v in results.get("networks", {}).items() if v != NETWORK_DEFAULTS[k]}
     return json.loads(json.dumps({"rules": rules, "levels": args.levels, "seed": args.seed,
-                                  "bootstrap": args.bootstrap, **{k: results[k] for k in keys if k in results}}))
+                                  "bootstrap": args.bootstrap, **{k: results[k] for k in keys if k in results},
+                                  **({"networks": network} if network else {})}))
 
 
 def resumed_envs(args, results: dict) -> dict:
@@ -597,6 +609,10 @@ def summary(results: dict) -> str:
         f"Lifetimes: {life['num_updates']} updates x {life['num_envs']} envs x {life['rollout_len']} steps; "
         f"{life['num_seeds']} seeds per level. Run time {results['seconds'] / 60:.1f} min.",
     ]
+    networks = results.get("networks")  # absent from results written before it was recorded
+    if networks is not None:
+        kind = {"auto": "conv on [H, W, C] maps, else an MLP"}.get(networks["kind"], networks["kind"])
+        parts[-1] += f" Network agents (every learner's): {kind}, {networks['hidden']} hidden units."
     for heading, items in (("Warnings", results["warnings"]), ("Notes", results["notes"])):
         if items:
             parts += ["", f"**{heading}:**", ""] + [f"- {text}" for text in items]

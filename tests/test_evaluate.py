@@ -12,6 +12,7 @@ from envs.levels import NAMED_DESCRIPTORS, LevelDistribution, _descriptor_table,
 from envs.sources import level_sampler
 from experiments import analyse_y, evaluate as evaluate_cmd, lifetime_lengths
 from lpg import agents, evaluate
+from lpg.a2c import actor_critic_network
 from lpg.update_rule import RuleConfig, init_rule, save_rule
 
 
@@ -414,3 +415,26 @@ def test_lifetime_lengths_command_is_evaluate_at_each_length(tmp_path, capsys):
     with pytest.raises(SystemExit):
         lifetime_lengths.main(["--lengths", "2", *flags, "--updates", "3"])
     assert "--lengths gives each evaluation's updates" in capsys.readouterr().err
+
+
+def test_network_flag_sets_every_learners_torso_and_the_resume_fingerprint(tiny_rule, capsys):
+    """--network mlp gives LPG's agents and A2C's (and PPO's) an MLP on a map environment, where
+    auto gives them the conv torso; only a non-default torso changes the resume fingerprint."""
+    ev = evaluate.eval_env("random_small", 1, jax.random.PRNGKey(0))
+    kinds = {}
+    for network in ("auto", "mlp", "conv"):
+        args = evaluate_cmd.parse_args(["--rule", str(tiny_rule), "--envs", "random_small", "--network", network,
+                                        "--baselines", "A2C", "PPO"])
+        s = evaluate_cmd.settings_for(ev, args)
+        params = ev.level(0)
+        nets = (agents.make_agent(ev.env, params, 4, kind=s.agent), actor_critic_network(ev.env, params, s.a2c),
+                actor_critic_network(ev.env, params, s.ppo))
+        kinds[network] = {type(net) for net in nets}
+        results = {"rules": {"LPG": str(tiny_rule)}, "networks": {"kind": args.network, "hidden": args.hidden}}
+        kinds[network, "fingerprint"] = evaluate_cmd.fingerprint(args, results)
+    assert kinds["auto"] == kinds["conv"] == {agents.ConvAgent} and kinds["mlp"] == {agents.MLPAgent}
+    assert "networks" not in kinds["auto", "fingerprint"]  # as before the flag: old run dirs still resume
+    assert kinds["mlp", "fingerprint"]["networks"] == {"kind": "mlp"}
+    with pytest.raises(SystemExit):
+        evaluate_cmd.parse_args(["--rule", str(tiny_rule), "--network", "tabular"])
+    assert "network must be one of ['auto', 'mlp', 'conv'], got 'tabular'" in capsys.readouterr().err
