@@ -13,7 +13,8 @@ from envs.sources import level_sampler
 from experiments import analyse_y, evaluate as evaluate_cmd, lifetime_lengths
 from lpg import agents, evaluate
 from lpg.a2c import actor_critic_network
-from lpg.update_rule import RuleConfig, init_rule, save_rule
+from lpg.inner import make_lpg_agent
+from lpg.update_rule import RuleConfig, init_rule, load_rule, save_rule
 
 
 def test_confidence_interval_on_known_numbers():
@@ -427,8 +428,9 @@ def test_network_flag_sets_every_learners_torso_and_the_resume_fingerprint(tiny_
                                         "--baselines", "A2C", "PPO"])
         s = evaluate_cmd.settings_for(ev, args)
         params = ev.level(0)
-        nets = (agents.make_agent(ev.env, params, 4, kind=s.agent), actor_critic_network(ev.env, params, s.a2c),
-                actor_critic_network(ev.env, params, s.ppo))
+        lpg_agent = make_lpg_agent(ev.env, params, load_rule(tiny_rule)[1], agent=s.agent, optimizer=s.optimizer,
+                                   hidden=s.hidden)  # as ev_lib.lpg_lifetimes builds it
+        nets = (lpg_agent.network, actor_critic_network(ev.env, params, s.a2c), actor_critic_network(ev.env, params, s.ppo))
         kinds[network] = {type(net) for net in nets}
         results = {"rules": {"LPG": str(tiny_rule)}, "networks": {"kind": args.network, "hidden": args.hidden}}
         kinds[network, "fingerprint"] = evaluate_cmd.fingerprint(args, results)
