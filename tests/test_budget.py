@@ -63,6 +63,7 @@ def test_a_program_that_cannot_fit_is_refused_with_what_to_change():
     assert budget.device_capacity(jax.devices()[0]) > 1e9  # a CPU: the host's RAM
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~14 s; the refusal itself is tested above on a known program
 def test_meta_training_refuses_to_start_when_its_chunk_cannot_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(budget, "device_capacity", lambda device: 1e5)  # a 100 kB device
     config = dataclasses.replace(META_PRESETS["tiny"], num_meta_steps=2)

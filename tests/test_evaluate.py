@@ -310,6 +310,7 @@ def test_evaluate_command_end_to_end(tmp_path, capsys):
     assert "needs --run-dir or --out" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~12 s; PPO's own tests (test_ppo.py) and evaluate's end-to-end test stay
 def test_evaluate_command_with_ppo_as_a_second_baseline(tiny_rule, tmp_path, capsys):
     flags = ["--rule", str(tiny_rule), "--envs", "chain_heldout", "--levels", "2", "--seeds", "2", "--updates", "4",
              "--rollout-len", "50", "--lpg-lrs", "20", "40", "--a2c-lrs", "20", "40", "--curve-points", "2",
@@ -384,6 +385,7 @@ def test_analyse_y_command_end_to_end(tiny_rule, tmp_path, capsys):
     assert exit_info.value.code == 2 and "pairs: 3 there, 2 here" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~25 s; evaluate's command tests above stay
 def test_lifetime_lengths_command_is_evaluate_at_each_length(tmp_path, capsys):
     rules = []
     for name, config in (("plain", RuleConfig(hidden=8, y_size=4)),

@@ -212,6 +212,7 @@ def probe_trainer():
     return config, trainer, jax.jit(trainer.step)
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~15 s; sampled lifetime lengths are an option no preset uses
 def test_lifetimes_draw_their_own_length_and_end_at_it():
     hypers = dataclasses.replace(PROBE_HYPERS, lifetime_scales=(0.5, 1.0, 2.0))
     config = _probe_config(lifetime_updates=8, lifetimes_per_env=16, hypers=hypers)  # K = 2
@@ -236,6 +237,7 @@ def test_lifetimes_draw_their_own_length_and_end_at_it():
             HyperChoices(lifetime_scales=scales)
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~18 s; a wrong-signed step also fails the learning tests below
 def test_one_meta_step_moves_the_rule_against_its_meta_gradient(probe_trainer):
     """Adam's first step is -lr · g / (|g| + eps) per parameter: -meta_lr · sign(g) wherever the
     meta-gradient g (of the lifetimes' windows, from `group_meta_gradient`) is not ~0; clipping and the
@@ -667,6 +669,7 @@ def test_y_losses_on_known_numbers():
     assert abs(np.sum(p * np.log(p / q)) - np.sum(q * np.log(q / p))) > 0.1
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~10 s; the KL target is an option, the MSE default is tested throughout
 def test_kl_target_mode_runs_and_gives_finite_losses():
     config = _probe_config(rule=RuleConfig(hidden=16, y_size=4, y_loss="kl"))
     trainer = make_meta_trainer(config, sources_for(config.envs))
@@ -674,7 +677,7 @@ def test_kl_target_mode_runs_and_gives_finite_losses():
     assert np.isfinite(float(metrics["meta_loss"])) and int(metrics["skipped_updates"]) == 0
 
 
-@pytest.mark.parametrize("source", ["chain_distraction", "generated_vector"])
+@pytest.mark.parametrize("source", [pytest.param("chain_distraction", marks=pytest.mark.slow), "generated_vector"])  # ~20 s each
 def test_network_agents_trained_by_adam_give_a_finite_meta_gradient(source):
     """Differentiating through Adam: with eps_root = 0, d√v/dv = inf wherever a gradient is exactly 0
     (the distraction chain's unused branch bit before the choice, a grid cell never visited) and

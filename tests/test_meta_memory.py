@@ -48,7 +48,9 @@ def finite_mean_gradient(poisoned_state):
     return jax.tree.map(lambda g: g[np.array([0, 2, 3])].mean(0), grads)
 
 
-@pytest.mark.parametrize("microbatches, remat", [(1, False), (2, False), (4, False), (1, True), (2, True)])
+# One case in the default suite (~8 s each); the rest opt-in.
+@pytest.mark.parametrize("microbatches, remat", [*(pytest.param(*case, marks=pytest.mark.slow) for case in
+                                                   [(1, False), (2, False), (4, False), (1, True)]), (2, True)])
 def test_microbatches_and_remat_give_the_same_meta_gradient_with_a_non_finite_lifetime(
         poisoned_state, finite_mean_gradient, microbatches, remat):
     """The finite lifetimes' mean meta-gradient, and the same loss, lifetimes (in their order),
@@ -88,6 +90,7 @@ def _temp_bytes(config):
     return jax.jit(trainer.step).lower(abstract).compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~30 s (three compiles of the full step for XLA's memory analysis)
 def test_microbatches_and_remat_shrink_the_compiled_footprint():
     """XLA's own buffer assignment: what the options are for."""
     config = dataclasses.replace(CONFIG, lifetimes_per_env=8, num_envs=16, rollout_len=8, inner_updates=4,

@@ -224,6 +224,7 @@ def test_command_trains_resumes_and_analyses(tmp_path, monkeypatch):
     assert "decoding" not in evaluated and not (out / "probe_r2.png").exists()
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~17 s; test_rl2_sweep trains one run per seed in the default suite
 def test_several_training_seeds_each_get_a_run_and_the_table_shows_the_spread(tmp_path, capsys):
     import json
 

@@ -78,6 +78,7 @@ def test_three_arm_beta_family_is_checked_and_scored_against_its_own_dp():
     assert suite.exact["oracle"] == pytest.approx(5 * 3 / 4)  # T K / (K + 1) for the uniform prior
 
 
+@pytest.mark.slow  # default-suite time (session 30): ~13 s; the per-setting sweep test above stays
 def test_once_sweep_trains_one_agent_per_seed_on_the_mixture_and_scores_every_setting(tmp_path, monkeypatch):
     tiny = rl2_sweep.PRESETS["tiny"]
     mixture = tuple(EnvConfig("bandit_swapped", trial_len=10, reward_prob=p) for p in (0.1, 0.3))
