@@ -20,6 +20,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import rlax
 
 from lpg import evaluate as ev_lib, learner as learner_lib, rollout as engine, update_rule
 from experiments.evaluate import a2c_config as evaluation_a2c_config
@@ -44,13 +45,9 @@ def features(network, params, obs):
 
 
 def returns(traj, discount):
-    def back(g, x):
-        r, d = x
-        g = r + discount * (1.0 - d) * g
-        return g, g
-    _, g = jax.lax.scan(back, jnp.zeros(traj.reward.shape[1]), (traj.reward, traj.done.astype(jnp.float32)),
-                        reverse=True)
-    return g  # [T, B]
+    """G_γ(s_t) [T, B]: discounted rewards to the end of the episode or of the T steps."""
+    discount_t = discount * (1.0 - traj.done.astype(jnp.float32))
+    return jax.vmap(lambda r, d: rlax.discounted_returns(r, d, 0.0), in_axes=1, out_axes=1)(traj.reward, discount_t)
 
 
 def held_out_r2(x, g):
